@@ -1,0 +1,1 @@
+//! The mail store (being written).
