@@ -1,1 +1,193 @@
-fn main() {}
+//! The `hermod` binary: argument parsing only; the work is in the library crates.
+
+mod admin;
+mod privileges;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// hermod: a complete mail system (SMTP, submission, IMAP, POP3, Maildir/mbox) in one binary.
+#[derive(Parser, Debug)]
+#[command(name = "hermod", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalOpts,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand takes, so they all act on the same data.
+#[derive(Args, Debug, Clone)]
+struct GlobalOpts {
+    /// Config file (default /etc/hermod/hermod.toml; none in --dev unless given).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Zero-config mode: loopback only, data in ./hermod-data, dev ports, self-signed TLS.
+    #[arg(long, global = true)]
+    dev: bool,
+    /// Data directory (overrides the config file's data_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run all services in one process.
+    Serve,
+    /// Run only the MTA (SMTP 25/587/465 and the queue).
+    Mta,
+    /// Run only the MDA (the LMTP listener).
+    Mda,
+    /// Run only the IMAP server.
+    Imapd,
+    /// Run only the POP3 server.
+    Pop3d,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Manage aliases (`@domain` as source is a catch-all).
+    Alias {
+        #[command(subcommand)]
+        action: AliasAction,
+    },
+    /// Manage local domains.
+    Domain {
+        #[command(subcommand)]
+        action: DomainAction,
+    },
+    /// Deliver one message from standard input to a local recipient (an LDA).
+    Deliver {
+        /// The recipient's address.
+        #[arg(long)]
+        recipient: String,
+        /// The envelope sender (Return-Path).
+        #[arg(long)]
+        sender: Option<String>,
+    },
+    /// Inspect and manage the outbound queue.
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+    /// Check the configuration and print the effective values.
+    CheckConfig,
+    /// Print the DNS records to publish for a domain.
+    Dns {
+        domain: String,
+        /// Look the records up and report each as ok, missing or wrong.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserAction {
+    /// Add a user; the password is read without echo, or from stdin.
+    Add {
+        address: String,
+        #[arg(long)]
+        password_stdin: bool,
+        /// Mailbox quota, e.g. 500M or 2G (default unlimited).
+        #[arg(long)]
+        quota: Option<String>,
+    },
+    /// Change a user's password.
+    Passwd {
+        address: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's quota (0 = unlimited).
+    Quota { address: String, quota: String },
+    /// Delete a user (their mail stays on disk).
+    Del { address: String },
+    /// List users.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum AliasAction {
+    /// Add an alias: mail to SOURCE goes to each TARGET.
+    Add {
+        source: String,
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Delete an alias, or one of its targets.
+    Del {
+        source: String,
+        target: Option<String>,
+    },
+    /// List aliases.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum DomainAction {
+    Add { domain: String },
+    Del { domain: String },
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum QueueAction {
+    /// List queued messages.
+    List,
+    /// Show one message's envelope and status.
+    Show { id: String },
+    /// Retry every deferred message now.
+    Flush,
+    /// Retry one message now.
+    Retry { id: String },
+    /// Delete a message from the queue.
+    Delete { id: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let opts = hermod_common::config::LoadOptions {
+        config_path: cli.global.config.clone(),
+        dev: cli.global.dev,
+        data_dir: cli.global.data_dir.clone(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hermod: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => run::daemon(&opts, run::Role::All).await,
+            Command::Mta => run::daemon(&opts, run::Role::Mta).await,
+            Command::Mda => run::daemon(&opts, run::Role::Mda).await,
+            Command::Imapd => run::daemon(&opts, run::Role::Imapd).await,
+            Command::Pop3d => run::daemon(&opts, run::Role::Pop3d).await,
+            Command::User { action } => admin::user(&opts, action).await,
+            Command::Alias { action } => admin::alias(&opts, action).await,
+            Command::Domain { action } => admin::domain(&opts, action).await,
+            Command::Deliver { recipient, sender } => {
+                admin::deliver(&opts, &recipient, sender.as_deref()).await
+            }
+            Command::Queue { action } => admin::queue(&opts, action).await,
+            Command::CheckConfig => admin::check_config(&opts),
+            Command::Dns { domain, check } => admin::dns(&opts, &domain, check).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hermod: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -3,4 +3,21 @@
 //! Config, the user directory, password hashing and login throttling, TLS, SASL decoding,
 //! listener plumbing and the mail store.
 
+pub mod address;
+pub mod auth;
+pub mod config;
+pub mod context;
+pub mod directory;
+pub mod net;
+pub mod password;
+pub mod sasl;
 pub mod store;
+pub mod tls;
+
+pub use address::Address;
+pub use auth::Authenticator;
+pub use config::{Config, Service};
+pub use context::Context;
+pub use directory::{Destination, Directory, User};
+pub use net::{Shutdown, Stream};
+pub use tls::Tls;

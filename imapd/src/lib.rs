@@ -1,1 +1,1 @@
-pub fn placeholder() {}
+//! hermod-imapd: the IMAP server (being built; not part of this snapshot yet).

@@ -1,1 +1,28 @@
-pub fn placeholder() {}
+//! hermod-mta: the receiving side of hermod's mail transfer agent.
+//!
+//! - [`session`]: the sans-I/O SMTP server session (ports 25, 587, 465).
+//! - [`queue`]: the durable queue (`<data_dir>/queue/`) and the local delivery runner.
+//! - [`delivery`]: the [`LocalDelivery`] trait the MDA implements; [`lmtp_client`] implements
+//!   it over LMTP when the MTA runs apart from the MDA.
+//! - [`server`]: the daemon: listeners, the socket loop, [`serve`].
+//! - [`bounce`]: delivery status notifications (RFC 3464).
+//! - [`envelope`]: the envelope of an accepted message and its queue id.
+
+pub mod bounce;
+pub mod delivery;
+pub mod envelope;
+pub mod lmtp_client;
+pub mod queue;
+pub mod server;
+pub mod session;
+
+pub use delivery::{DeliveryError, FailureKind, LocalDelivery};
+pub use envelope::{Envelope, EnvelopeRecipient, QueueId};
+pub use lmtp_client::{LmtpAddress, LmtpClient};
+pub use queue::Queue;
+pub use queue::runner::{LocalRunner, RunnerSettings};
+pub use server::{MtaError, queue_dir, serve, serve_with};
+pub use session::{
+    Action, AuthOutcome, BackendError, ConnectionInfo, LocalDomains, Role, Session, SessionBackend,
+    SessionConfig,
+};

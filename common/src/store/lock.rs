@@ -1,0 +1,264 @@
+//! mbox locking as mutt, procmail and Postfix do it: a dotlock (`file.lock`, O_EXCL) plus
+//! an fcntl lock. We use open-file-description (OFD) fcntl locks: they conflict with the
+//! classic POSIX locks of other programs, but are not dropped when another fd of the same
+//! file is closed elsewhere in this process.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{Result, StoreError};
+
+/// A dotlock older than this is stale (its holder died): liblockfile's rule.
+const DOTLOCK_STALE: Duration = Duration::from_secs(300);
+
+/// An mbox file held locked; unlocked on drop.
+pub(super) struct MboxLock {
+    file: File,
+    dotlock: Option<PathBuf>,
+}
+
+fn pause(attempt: u32) {
+    // Short, jittered waits: lock holders are usually done within milliseconds.
+    let base = 5u64 << attempt.min(4);
+    let jitter: u64 = rand::random::<u64>() % base.max(1);
+    std::thread::sleep(Duration::from_millis(base + jitter));
+}
+
+fn ofd_lock(file: &File, kind: libc::c_int) -> io::Result<bool> {
+    // SAFETY: flock is plain data; zeroed is a valid value (l_pid must be 0 for OFD locks).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: valid fd and a valid flock pointer.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+fn our_host() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf valid for its length.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// A dotlock is stale if it is old, or if we wrote it on this host for a dead process.
+fn dotlock_is_stale(path: &Path) -> bool {
+    let Ok(meta) = fs::metadata(path) else {
+        return false;
+    };
+    let old = meta
+        .modified()
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age > DOTLOCK_STALE);
+    if old {
+        return true;
+    }
+    let Ok(text) = fs::read_to_string(path) else {
+        return false;
+    };
+    let mut parts = text.split_whitespace();
+    let (Some(pid), Some(host)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<libc::pid_t>() else {
+        return false;
+    };
+    if host != our_host() || pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+fn dotlock_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// Takes the dotlock; `None` if the directory does not let us (e.g. a root-owned spool
+/// directory): the fcntl lock still protects us then.
+fn take_dotlock(path: &Path, deadline: Instant) -> Result<Option<PathBuf>> {
+    let lock = dotlock_path(path);
+    let mut attempt = 0;
+    loop {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&lock)
+        {
+            Ok(mut f) => {
+                let _ = writeln!(f, "{} {}", std::process::id(), our_host());
+                return Ok(Some(lock));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if dotlock_is_stale(&lock) {
+                    tracing::warn!(lock = %lock.display(), "removing stale dotlock");
+                    let _ = fs::remove_file(&lock);
+                    continue;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
+                ) =>
+            {
+                tracing::debug!(lock = %lock.display(), "no dotlock permission; fcntl lock only");
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if Instant::now() >= deadline {
+            return Err(StoreError::Temporary(format!(
+                "mailbox is locked: {}",
+                lock.display()
+            )));
+        }
+        pause(attempt);
+        attempt += 1;
+    }
+}
+
+impl MboxLock {
+    /// Dotlock + exclusive fcntl lock on `path` (created 0600 if missing), waiting at most
+    /// `timeout`, then `Temporary`. Blocking.
+    pub(super) fn exclusive(path: &Path, timeout: Duration) -> Result<MboxLock> {
+        let deadline = Instant::now() + timeout;
+        let dotlock = take_dotlock(path, deadline)?;
+        let guard = DotlockGuard(dotlock);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        let mut attempt = 0;
+        while !ofd_lock(&file, libc::F_WRLCK)? {
+            if Instant::now() >= deadline {
+                return Err(StoreError::Temporary(format!(
+                    "mailbox is locked (fcntl): {}",
+                    path.display()
+                )));
+            }
+            pause(attempt);
+            attempt += 1;
+        }
+        Ok(MboxLock {
+            file,
+            dotlock: guard.take(),
+        })
+    }
+
+    /// A shared fcntl lock for reading (no dotlock: readers do not take one). Blocking.
+    pub(super) fn shared(path: &Path, timeout: Duration) -> Result<MboxLock> {
+        let deadline = Instant::now() + timeout;
+        let file = File::open(path)?;
+        let mut attempt = 0;
+        while !ofd_lock(&file, libc::F_RDLCK)? {
+            if Instant::now() >= deadline {
+                return Err(StoreError::Temporary(format!(
+                    "mailbox is locked (fcntl): {}",
+                    path.display()
+                )));
+            }
+            pause(attempt);
+            attempt += 1;
+        }
+        Ok(MboxLock {
+            file,
+            dotlock: None,
+        })
+    }
+
+    pub(super) fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl Drop for MboxLock {
+    fn drop(&mut self) {
+        let _ = ofd_lock(&self.file, libc::F_UNLCK);
+        if let Some(p) = self.dotlock.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Removes a dotlock if acquisition fails after it was taken.
+struct DotlockGuard(Option<PathBuf>);
+
+impl DotlockGuard {
+    fn take(mut self) -> Option<PathBuf> {
+        self.0.take()
+    }
+}
+
+impl Drop for DotlockGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_waits_then_fails_temporarily_and_stale_locks_are_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("box");
+        let held = MboxLock::exclusive(&mbox, Duration::from_secs(1)).unwrap();
+        assert!(dir.path().join("box.lock").exists());
+        let t = Instant::now();
+        let err = MboxLock::exclusive(&mbox, Duration::from_millis(200))
+            .err()
+            .unwrap();
+        assert!(err.is_temporary());
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        drop(held);
+        assert!(!dir.path().join("box.lock").exists());
+
+        // A dotlock left by a dead process of this host is stale.
+        fs::write(
+            dir.path().join("box.lock"),
+            format!("{} {}\n", i32::MAX - 7, our_host()),
+        )
+        .unwrap();
+        let again = MboxLock::exclusive(&mbox, Duration::from_secs(2)).unwrap();
+        drop(again);
+
+        // fcntl alone (no dotlock) also excludes: an OFD lock from another open file.
+        let f = File::options().read(true).write(true).open(&mbox).unwrap();
+        assert!(ofd_lock(&f, libc::F_WRLCK).unwrap());
+        let err = MboxLock::exclusive(&mbox, Duration::from_millis(100))
+            .err()
+            .unwrap();
+        assert!(err.is_temporary());
+        assert!(
+            !dir.path().join("box.lock").exists(),
+            "dotlock released on failure"
+        );
+    }
+}

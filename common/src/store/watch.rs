@@ -1,0 +1,242 @@
+//! Change notifications. Every writer touches the user's `changes` file after a commit;
+//! one inotify watcher per process (the `notify` crate) sees those touches, whichever
+//! process made them, plus changes other tools make to the INBOX. A per-user task then
+//! compares each mailbox's (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ) with what it saw last and
+//! broadcasts the names that moved.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use sqlx::Row;
+use tokio::sync::{Notify, broadcast};
+
+use super::name::INBOX;
+use super::user::Core;
+use super::{Change, MailboxFormat, Result};
+
+/// How often a watching task re-checks even without an event (missed events, other
+/// tools' changes in folders other than INBOX are then found by its INBOX check only).
+const POLL: Duration = Duration::from_secs(10);
+/// Events closer than this are handled together.
+const DEBOUNCE: Duration = Duration::from_millis(5);
+
+type Targets = Arc<Mutex<HashMap<PathBuf, Weak<UserNotifier>>>>;
+
+/// The process's one file watcher, shared by all users of a [`super::Store`].
+pub(crate) struct WatchHub {
+    targets: Targets,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+}
+
+impl WatchHub {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(WatchHub {
+            targets: Arc::new(Mutex::new(HashMap::new())),
+            watcher: Mutex::new(None),
+        })
+    }
+
+    fn watch(&self, paths: &[PathBuf], n: &Arc<UserNotifier>) {
+        let mut guard = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            let targets = self.targets.clone();
+            let w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                let Ok(ev) = res else { return };
+                if matches!(ev.kind, EventKind::Access(_)) {
+                    return;
+                }
+                let t = targets.lock().unwrap_or_else(|e| e.into_inner());
+                for p in &ev.paths {
+                    let hit = t
+                        .get(p)
+                        .or_else(|| p.parent().and_then(|d| t.get(d)))
+                        .and_then(Weak::upgrade);
+                    if let Some(n) = hit {
+                        n.kick.notify_one();
+                    }
+                }
+            });
+            match w {
+                Ok(w) => *guard = Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no file watcher: notifications only by polling");
+                    return;
+                }
+            }
+        }
+        let mut t = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = guard.as_mut() {
+            for p in paths {
+                if let Err(e) = w.watch(p, RecursiveMode::NonRecursive) {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot watch");
+                }
+                t.insert(p.clone(), Arc::downgrade(n));
+            }
+        }
+    }
+
+    fn unwatch(&self, paths: &[PathBuf]) {
+        let mut guard = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        for p in paths {
+            t.remove(p);
+            if let Some(w) = guard.as_mut() {
+                let _ = w.unwatch(p);
+            }
+        }
+    }
+}
+
+/// One user's notification state.
+pub(super) struct UserNotifier {
+    hub: Arc<WatchHub>,
+    changes: File,
+    paths: Vec<PathBuf>,
+    tx: broadcast::Sender<Change>,
+    kick: Notify,
+    running: Mutex<bool>,
+}
+
+impl UserNotifier {
+    pub(super) fn new(
+        hub: Arc<WatchHub>,
+        dir: &Path,
+        format: MailboxFormat,
+        root: &Path,
+        inbox: &Path,
+    ) -> Result<Arc<Self>> {
+        let changes_path = dir.join("changes");
+        let changes = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&changes_path)?;
+        let mut paths = vec![changes_path];
+        match format {
+            MailboxFormat::Maildir => {
+                paths.push(root.join("new"));
+                paths.push(root.join("cur"));
+            }
+            MailboxFormat::Mbox => paths.push(inbox.to_path_buf()),
+        }
+        let (tx, _) = broadcast::channel(1024);
+        Ok(Arc::new(UserNotifier {
+            hub,
+            changes,
+            paths,
+            tx,
+            kick: Notify::new(),
+            running: Mutex::new(false),
+        }))
+    }
+
+    /// Tells every watcher (this process and others) that something changed.
+    pub(super) fn touch(&self) {
+        if let Err(e) = self.changes.write_at(b"x", 0) {
+            tracing::warn!(error = %e, "cannot touch the changes file");
+        }
+        self.kick.notify_one();
+    }
+
+    pub(super) fn subscribe(self: &Arc<Self>, core: Weak<Core>) -> ChangeReceiver {
+        let rx = self.tx.subscribe();
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if !*running {
+            *running = true;
+            self.hub.watch(&self.paths, self);
+            tokio::spawn(run(self.clone(), core));
+        }
+        ChangeReceiver { rx }
+    }
+}
+
+type Seen = HashMap<String, (i64, i64, i64)>;
+
+async fn mailbox_states(core: &Core) -> Result<Seen> {
+    let rows = sqlx::query("SELECT name, uidvalidity, uidnext, highest_modseq FROM mailbox")
+        .fetch_all(&mut *core.pool.acquire().await?)
+        .await?;
+    let mut out = HashMap::new();
+    for r in rows {
+        out.insert(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?));
+    }
+    Ok(out)
+}
+
+async fn run(n: Arc<UserNotifier>, core: Weak<Core>) {
+    let mut seen: Option<Seen> = None;
+    if let Some(c) = core.upgrade() {
+        seen = mailbox_states(&c).await.ok();
+    }
+    loop {
+        tokio::select! {
+            _ = n.kick.notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+        }
+        if n.tx.receiver_count() == 0 {
+            let mut running = n.running.lock().unwrap_or_else(|e| e.into_inner());
+            if n.tx.receiver_count() == 0 {
+                *running = false;
+                n.hub.unwatch(&n.paths);
+                return;
+            }
+        }
+        tokio::time::sleep(DEBOUNCE).await;
+        let Some(c) = core.upgrade() else {
+            let mut running = n.running.lock().unwrap_or_else(|e| e.into_inner());
+            *running = false;
+            n.hub.unwatch(&n.paths);
+            return;
+        };
+        // Other tools' changes to the INBOX only show once reconciled.
+        if let Err(e) = c.open_mailbox(INBOX).await {
+            tracing::debug!(error = %e, "INBOX check failed");
+        }
+        let now = match mailbox_states(&c).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read mailbox states");
+                continue;
+            }
+        };
+        drop(c);
+        if let Some(old) = &seen {
+            for (name, st) in &now {
+                if old.get(name) != Some(st) {
+                    let _ = n.tx.send(Change::Mailbox(name.clone()));
+                }
+            }
+            for name in old.keys() {
+                if !now.contains_key(name) {
+                    let _ = n.tx.send(Change::Mailbox(name.clone()));
+                }
+            }
+        } else {
+            let _ = n.tx.send(Change::Resync);
+        }
+        seen = Some(now);
+    }
+}
+
+/// Receives change notifications of one user (see [`super::UserStore::watch`]).
+pub struct ChangeReceiver {
+    rx: broadcast::Receiver<Change>,
+}
+
+impl ChangeReceiver {
+    /// The next change; `None` once the store is gone.
+    pub async fn recv(&mut self) -> Option<Change> {
+        use tokio::sync::broadcast::error::RecvError;
+        match self.rx.recv().await {
+            Ok(c) => Some(c),
+            Err(RecvError::Lagged(_)) => Some(Change::Resync),
+            Err(RecvError::Closed) => None,
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! Local delivery: from an envelope recipient to messages in users' mailboxes.
+//!
+//! For each recipient: resolve it through the directory (aliases, `+detail`, catch-all,
+//! postmaster), and for every local user it reaches prepend `Return-Path:` and
+//! `Delivered-To:`, check the user's quota, pick the folder (`alice+lists@` files into
+//! `lists` when that folder exists) and write durably with [`UserStore::deliver`]. Remote
+//! targets of aliases are returned as forwards for the MTA to queue.
+//!
+//! [`UserStore::deliver`]: hermod_common::store::UserStore::deliver
+
+use hermod_common::store::{Store, StoreError, Uid, UserStore};
+use hermod_common::{Context, Destination, Directory, User};
+
+use crate::message::{already_delivered_to, with_trace_headers};
+use crate::reply::Reply;
+
+/// The envelope of a message to deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Envelope {
+    /// The envelope sender (`MAIL FROM`); empty for the null sender of bounces.
+    pub sender: String,
+    /// The envelope recipients (`RCPT TO`), as given.
+    pub recipients: Vec<String>,
+}
+
+/// What happened for one address an envelope recipient resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetOutcome {
+    /// Filed into `mailbox` of the user with `uid`, durably.
+    Delivered { mailbox: String, uid: Uid },
+    /// A remote address (an alias pointing off-site): the MTA must queue it.
+    Forward,
+    /// Not delivered; the reply says why and whether to retry.
+    Failed(Reply),
+}
+
+/// One target of a recipient: a local user's address, or a remote address to forward to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetResult {
+    pub address: String,
+    pub outcome: TargetOutcome,
+}
+
+/// The result for one envelope recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientResult {
+    /// The envelope recipient as given.
+    pub recipient: String,
+    /// The one reply for this recipient (LMTP sends it after DATA; the queue logs it):
+    /// 2xx when every target was delivered or is to be forwarded, or when some were and the
+    /// others failed permanently; 4xx when any target failed temporarily (retrying may
+    /// deliver the others twice, which beats losing one); else the first 5xx.
+    pub reply: Reply,
+    /// Every local user and remote address the recipient reached, in directory order.
+    pub targets: Vec<TargetResult>,
+}
+
+impl RecipientResult {
+    fn failed(recipient: &str, reply: Reply) -> RecipientResult {
+        RecipientResult {
+            recipient: recipient.to_string(),
+            reply,
+            targets: Vec::new(),
+        }
+    }
+
+    pub fn is_success(&self) -> bool {
+        self.reply.is_success()
+    }
+
+    /// The MTA keeps the message queued for this recipient and retries.
+    pub fn is_temporary(&self) -> bool {
+        self.reply.is_temporary()
+    }
+
+    /// The MTA bounces the message for this recipient.
+    pub fn is_permanent(&self) -> bool {
+        self.reply.is_permanent()
+    }
+
+    /// Remote addresses the MTA must queue (alias targets off-site).
+    pub fn forwards(&self) -> impl Iterator<Item = &str> {
+        self.targets
+            .iter()
+            .filter(|t| t.outcome == TargetOutcome::Forward)
+            .map(|t| t.address.as_str())
+    }
+}
+
+/// Delivers into the store. Cheap to clone (the directory and the store are handles).
+///
+/// `Delivery::new` returns remote alias targets as forwards (for the MTA, which queues
+/// them); [`Delivery::local_only`] is for LMTP and the LDA, which cannot send mail on: there
+/// a remote target is a permanent failure of that target (logged), and a recipient that
+/// reaches only remote addresses is refused.
+#[derive(Clone)]
+pub struct Delivery {
+    directory: Directory,
+    store: Store,
+    /// Largest message accepted, in bytes; 0 = no limit.
+    size_limit: u64,
+    forwarding: bool,
+    /// Refuse a message that already has our `Delivered-To:` (a loop).
+    loop_check: bool,
+}
+
+/// The mailbox every user has and deliveries default to.
+const INBOX: &str = "INBOX";
+
+fn temporary_directory_failure(recipient: &str, e: &dyn std::fmt::Display) -> Reply {
+    tracing::error!(to = %recipient, error = %e, "directory lookup failed");
+    Reply::new(
+        451,
+        [4, 3, 0],
+        format!("<{recipient}>: temporary lookup failure, try again later"),
+    )
+}
+
+fn no_such_user(recipient: &str) -> Reply {
+    Reply::new(550, [5, 1, 1], format!("<{recipient}>: no such user here"))
+}
+
+/// The reply for a store error: temporary ones (lock wait, I/O, index) are 451 so the
+/// sender retries; over quota is 552 5.2.2 as RFC 3463 says for a full mailbox.
+fn store_failure(recipient: &str, e: &StoreError) -> Reply {
+    match e {
+        StoreError::OverQuota(_) => Reply::new(
+            552,
+            [5, 2, 2],
+            format!("<{recipient}>: mailbox full (over quota)"),
+        ),
+        StoreError::Temporary(_) => Reply::new(
+            451,
+            [4, 2, 0],
+            format!("<{recipient}>: mailbox busy, try again later"),
+        ),
+        e if e.is_temporary() => Reply::new(
+            451,
+            [4, 3, 0],
+            format!("<{recipient}>: local delivery failed temporarily, try again later"),
+        ),
+        _ => Reply::new(
+            554,
+            [5, 2, 0],
+            format!("<{recipient}>: mailbox unavailable"),
+        ),
+    }
+}
+
+impl Delivery {
+    /// Delivery that returns remote alias targets as forwards (for the MTA).
+    pub fn new(directory: Directory, store: Store, message_size_limit: u64) -> Delivery {
+        Delivery {
+            directory,
+            store,
+            size_limit: message_size_limit,
+            forwarding: true,
+            loop_check: true,
+        }
+    }
+
+    /// Delivery over the context's directory and store, with its `message_size_limit`.
+    pub fn from_context(ctx: &Context) -> Delivery {
+        Delivery::new(
+            ctx.directory.clone(),
+            ctx.store.clone(),
+            ctx.config.message_size_limit,
+        )
+    }
+
+    /// The same, for a caller that cannot forward mail (LMTP, `hermod deliver`).
+    pub fn local_only(mut self) -> Delivery {
+        self.forwarding = false;
+        self
+    }
+
+    /// The same, without the `Delivered-To:` loop check: for the LDA, because Postfix's
+    /// local(8) prepends `Delivered-To: <recipient>` itself before it pipes to
+    /// `mailbox_command` (and does its own loop detection).
+    pub fn without_loop_check(mut self) -> Delivery {
+        self.loop_check = false;
+        self
+    }
+
+    /// The largest message accepted (0 = unlimited).
+    pub fn size_limit(&self) -> u64 {
+        self.size_limit
+    }
+
+    /// The check at `RCPT TO`: Ok when the address reaches at least one local mailbox (or,
+    /// with forwarding, any address); else the refusal (550 5.1.1, or 451 on a directory
+    /// failure).
+    pub async fn check_recipient(&self, recipient: &str) -> Result<(), Reply> {
+        let destinations = match self.directory.resolve(recipient).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return Err(no_such_user(recipient)),
+            Err(e) => return Err(temporary_directory_failure(recipient, &e)),
+        };
+        let any_local = destinations
+            .iter()
+            .any(|d| matches!(d, Destination::Local { .. }));
+        if any_local || (self.forwarding && !is_self_remote(&destinations, recipient)) {
+            return Ok(());
+        }
+        Err(not_local(recipient, &destinations))
+    }
+
+    /// Delivers `message` to every recipient of `envelope`; one result per recipient, in
+    /// order. Each successful result means the message is durably in the mailbox(es).
+    pub async fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Vec<RecipientResult> {
+        let mut results = Vec::with_capacity(envelope.recipients.len());
+        for recipient in &envelope.recipients {
+            results.push(self.deliver_one(&envelope.sender, recipient, message).await);
+        }
+        results
+    }
+
+    /// Delivers `message` from `sender` (empty: null sender) to one envelope recipient.
+    pub async fn deliver_one(
+        &self,
+        sender: &str,
+        recipient: &str,
+        message: &[u8],
+    ) -> RecipientResult {
+        if self.size_limit > 0 && message.len() as u64 > self.size_limit {
+            let reply = Reply::new(
+                552,
+                [5, 3, 4],
+                format!(
+                    "message too big: {} bytes, limit {} bytes",
+                    message.len(),
+                    self.size_limit
+                ),
+            );
+            log_refusal(recipient, None, &reply);
+            return RecipientResult::failed(recipient, reply);
+        }
+        let destinations = match self.directory.resolve(recipient).await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                let reply = no_such_user(recipient);
+                log_refusal(recipient, None, &reply);
+                return RecipientResult::failed(recipient, reply);
+            }
+            Err(e) => {
+                let reply = temporary_directory_failure(recipient, &e);
+                log_refusal(recipient, None, &reply);
+                return RecipientResult::failed(recipient, reply);
+            }
+        };
+        if is_self_remote(&destinations, recipient) {
+            // Not one of our domains: the MTA should never have handed it to us.
+            let reply = not_local(recipient, &destinations);
+            log_refusal(recipient, None, &reply);
+            return RecipientResult::failed(recipient, reply);
+        }
+
+        let mut targets = Vec::with_capacity(destinations.len());
+        for destination in destinations {
+            let target = match destination {
+                Destination::Remote(address) => self.forward(recipient, address),
+                Destination::Local { user, detail } => {
+                    let outcome = self
+                        .deliver_to_user(sender, recipient, &user, detail.as_deref(), message)
+                        .await;
+                    TargetResult {
+                        address: user.address,
+                        outcome,
+                    }
+                }
+            };
+            targets.push(target);
+        }
+        RecipientResult {
+            recipient: recipient.to_string(),
+            reply: summary(recipient, &targets),
+            targets,
+        }
+    }
+
+    fn forward(&self, recipient: &str, address: String) -> TargetResult {
+        let outcome = if self.forwarding {
+            tracing::info!("forward to=<{address}> orig_to=<{recipient}>: left to the queue");
+            TargetOutcome::Forward
+        } else {
+            let reply = Reply::new(
+                550,
+                [5, 1, 1],
+                format!("<{address}>: remote alias target; local delivery cannot forward"),
+            );
+            log_refusal(&address, Some(recipient), &reply);
+            TargetOutcome::Failed(reply)
+        };
+        TargetResult { address, outcome }
+    }
+
+    /// Files one copy into `user`'s store.
+    async fn deliver_to_user(
+        &self,
+        sender: &str,
+        recipient: &str,
+        user: &User,
+        detail: Option<&str>,
+        message: &[u8],
+    ) -> TargetOutcome {
+        let to = &user.address;
+        let orig = (!recipient.eq_ignore_ascii_case(to)).then_some(recipient);
+        let fail = |reply: Reply| {
+            log_refusal(to, orig, &reply);
+            TargetOutcome::Failed(reply)
+        };
+        if self.loop_check && already_delivered_to(message, recipient) {
+            return fail(Reply::new(
+                554,
+                [5, 4, 6],
+                format!("<{recipient}>: mail forwarding loop (already delivered here)"),
+            ));
+        }
+        let store = match self.store.user(&user.localpart, &user.domain).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(to = %to, error = %e, "cannot open the user's store");
+                return fail(store_failure(recipient, &e));
+            }
+        };
+        let copy = with_trace_headers(sender, recipient, message);
+        if user.quota_bytes > 0
+            && let Err(e) = store
+                .check_quota(Some(user.quota_bytes), None, copy.len() as u64)
+                .await
+        {
+            if !matches!(e, StoreError::OverQuota(_)) {
+                tracing::error!(to = %to, error = %e, "quota check failed");
+            }
+            return fail(store_failure(recipient, &e));
+        }
+        let mut mailbox = match detail {
+            Some(d) if !d.is_empty() => detail_folder(&store, d).await,
+            _ => INBOX.to_string(),
+        };
+        let mut result = store.deliver(&mailbox, &copy).await;
+        if matches!(result, Err(StoreError::NoSuchMailbox(_))) && mailbox != INBOX {
+            // The folder went away between the lookup and the write.
+            mailbox = INBOX.to_string();
+            result = store.deliver(&mailbox, &copy).await;
+        }
+        match result {
+            Ok(uid) => {
+                match orig {
+                    Some(orig) => tracing::info!(
+                        "delivered to=<{to}> orig_to=<{orig}> mailbox={mailbox} uid={uid} size={}",
+                        copy.len()
+                    ),
+                    None => tracing::info!(
+                        "delivered to=<{to}> mailbox={mailbox} uid={uid} size={}",
+                        copy.len()
+                    ),
+                }
+                TargetOutcome::Delivered { mailbox, uid }
+            }
+            Err(e) => {
+                tracing::error!(to = %to, mailbox = %mailbox, error = %e, "store write failed");
+                fail(store_failure(recipient, &e))
+            }
+        }
+    }
+}
+
+/// The existing folder named like `detail` (case-insensitively), else INBOX.
+async fn detail_folder(store: &UserStore, detail: &str) -> String {
+    match store.list().await {
+        Ok(list) => list
+            .into_iter()
+            .find(|m| !m.noselect && m.name.eq_ignore_ascii_case(detail))
+            .map_or_else(|| INBOX.to_string(), |m| m.name),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list folders for +detail; using INBOX");
+            INBOX.to_string()
+        }
+    }
+}
+
+/// True when the directory says the address is simply not in a local domain.
+fn is_self_remote(destinations: &[Destination], recipient: &str) -> bool {
+    matches!(destinations, [Destination::Remote(a)] if a.eq_ignore_ascii_case(recipient.trim()))
+}
+
+fn not_local(recipient: &str, destinations: &[Destination]) -> Reply {
+    if is_self_remote(destinations, recipient) {
+        Reply::new(
+            550,
+            [5, 1, 1],
+            format!("<{recipient}>: not a local address; this server only delivers locally"),
+        )
+    } else {
+        Reply::new(
+            550,
+            [5, 1, 1],
+            format!("<{recipient}>: forwards off-site only; this server only delivers locally"),
+        )
+    }
+}
+
+/// One reply for the recipient out of its targets' outcomes (see [`RecipientResult::reply`]).
+fn summary(recipient: &str, targets: &[TargetResult]) -> Reply {
+    let failures: Vec<&Reply> = targets
+        .iter()
+        .filter_map(|t| match &t.outcome {
+            TargetOutcome::Failed(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    if let Some(temporary) = failures.iter().find(|r| r.is_temporary()) {
+        return (*temporary).clone();
+    }
+    let delivered = targets.len() - failures.len();
+    match (delivered, failures.first()) {
+        (0, Some(first)) => (*first).clone(),
+        (0, None) => no_such_user(recipient),
+        (_, None) => Reply::new(250, [2, 0, 0], format!("<{recipient}> delivered")),
+        (n, Some(_)) => Reply::new(
+            250,
+            [2, 0, 0],
+            format!(
+                "<{recipient}> delivered to {n} of {} targets",
+                targets.len()
+            ),
+        ),
+    }
+}
+
+fn log_refusal(to: &str, orig: Option<&str>, reply: &Reply) {
+    let status = if reply.is_temporary() {
+        "deferred"
+    } else {
+        "refused"
+    };
+    match orig {
+        Some(orig) => tracing::warn!("{status} to=<{to}> orig_to=<{orig}> reply=\"{reply}\""),
+        None => tracing::warn!("{status} to=<{to}> reply=\"{reply}\""),
+    }
+}
+
+/// Delivers with the context's directory and store: the in-process entry point of the MTA.
+/// Remote alias targets come back as [`TargetOutcome::Forward`] for the queue.
+pub async fn deliver(ctx: &Context, envelope: &Envelope, message: &[u8]) -> Vec<RecipientResult> {
+    Delivery::from_context(ctx).deliver(envelope, message).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(outcome: TargetOutcome) -> TargetResult {
+        TargetResult {
+            address: "a@x".into(),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn summary_prefers_retry_over_loss_and_success_over_partial_bounce() {
+        let ok = || {
+            target(TargetOutcome::Delivered {
+                mailbox: "INBOX".into(),
+                uid: 1,
+            })
+        };
+        let temp = || target(TargetOutcome::Failed(Reply::new(451, [4, 2, 0], "busy")));
+        let full = || target(TargetOutcome::Failed(Reply::new(552, [5, 2, 2], "full")));
+        assert_eq!(summary("t@x", &[ok(), ok()]).code, 250);
+        assert_eq!(summary("t@x", &[ok(), temp()]).code, 451);
+        assert_eq!(summary("t@x", &[full(), temp()]).code, 451);
+        assert_eq!(summary("t@x", &[ok(), full()]).code, 250);
+        assert_eq!(summary("t@x", &[full()]).status, [5, 2, 2]);
+        assert_eq!(summary("t@x", &[target(TargetOutcome::Forward)]).code, 250);
+    }
+}

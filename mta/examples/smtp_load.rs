@@ -1,0 +1,240 @@
+//! SMTP load benchmark: starts the MTA in-process on a temporary data dir and sends it N
+//! messages over C connections to local recipients, then prints the accepted message rate,
+//! the time until every message was delivered, and the latency of the reply to the end of
+//! DATA (which includes writing the message durably to the queue).
+//!
+//! ```text
+//! cargo run --release -p hermod-mta --example smtp_load -- \
+//!     [--messages 10000] [--connections 20] [--size 5120] [--delivery store|null]
+//! ```
+//!
+//! `--delivery store` files each message into the recipient's Maildir through the mail store
+//! (what the MDA does); `null` drops it, to measure the MTA alone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hermod_common::config::Service;
+use hermod_common::{Config, Context, Shutdown};
+use hermod_mta::{DeliveryError, LocalDelivery};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const USERS: usize = 20;
+
+struct Options {
+    messages: usize,
+    connections: usize,
+    size: usize,
+    store: bool,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        messages: 10_000,
+        connections: 20,
+        size: 5 * 1024,
+        store: true,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let value = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--messages" => o.messages = value.parse().expect("--messages N"),
+            "--connections" => o.connections = value.parse().expect("--connections N"),
+            "--size" => o.size = value.parse().expect("--size BYTES"),
+            "--delivery" => o.store = value != "null",
+            other => panic!("unknown option {other}"),
+        }
+        i += 2;
+    }
+    o
+}
+
+/// Local delivery for the benchmark: into the store (as the MDA does), or nowhere.
+struct BenchDelivery {
+    ctx: Arc<Context>,
+    store: bool,
+    delivered: AtomicUsize,
+}
+
+impl LocalDelivery for BenchDelivery {
+    async fn deliver(
+        &self,
+        _sender: &str,
+        recipient: &str,
+        message: &[u8],
+    ) -> Result<(), DeliveryError> {
+        if self.store {
+            let (local, domain) = recipient
+                .rsplit_once('@')
+                .ok_or_else(|| DeliveryError::permanent("550 5.1.3 bad address"))?;
+            let user = self
+                .ctx
+                .store
+                .user(local, domain)
+                .await
+                .map_err(|e| DeliveryError::temporary(format!("451 4.3.0 {e}")))?;
+            user.deliver("INBOX", message)
+                .await
+                .map_err(|e| DeliveryError::temporary(format!("451 4.3.0 {e}")))?;
+        }
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn message(size: usize, n: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: load@example.net\r\nTo: user{}@example.org\r\nSubject: load test {n}\r\n\
+         Message-ID: <{n}@load.example.net>\r\n\r\n",
+        n % USERS
+    )
+    .into_bytes();
+    let line =
+        b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n";
+    while m.len() + line.len() <= size {
+        m.extend_from_slice(line);
+    }
+    m.extend_from_slice(b".\r\n");
+    m
+}
+
+async fn read_reply(conn: &mut BufReader<TcpStream>) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        if conn.read_line(&mut line).await.expect("read") == 0 {
+            panic!("server closed the connection after {all:?}");
+        }
+        all.push_str(&line);
+        if line.as_bytes().get(3) == Some(&b' ') {
+            return all;
+        }
+    }
+}
+
+/// One client connection sending `count` messages; returns the DATA reply latencies.
+async fn client(
+    addr: std::net::SocketAddr,
+    first: usize,
+    count: usize,
+    size: usize,
+) -> Vec<Duration> {
+    let mut conn = BufReader::new(TcpStream::connect(addr).await.expect("connect"));
+    conn.get_ref().set_nodelay(true).ok();
+    read_reply(&mut conn).await;
+    conn.get_mut()
+        .write_all(b"EHLO load.example.net\r\n")
+        .await
+        .unwrap();
+    read_reply(&mut conn).await;
+    let mut latencies = Vec::with_capacity(count);
+    for n in first..first + count {
+        let envelope = format!(
+            "MAIL FROM:<load@example.net> SIZE={size}\r\nRCPT TO:<user{}@example.org>\r\nDATA\r\n",
+            n % USERS
+        );
+        conn.get_mut().write_all(envelope.as_bytes()).await.unwrap();
+        for expected in ["250", "250", "354"] {
+            let reply = read_reply(&mut conn).await;
+            assert!(reply.starts_with(expected), "{reply}");
+        }
+        let body = message(size, n);
+        let started = Instant::now();
+        conn.get_mut().write_all(&body).await.unwrap();
+        let reply = read_reply(&mut conn).await;
+        latencies.push(started.elapsed());
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    conn.get_mut().write_all(b"QUIT\r\n").await.unwrap();
+    latencies
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() {
+    let o = options();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::defaults(true);
+    config.data_dir = tmp.path().to_path_buf();
+    config.listen = vec![(Service::Smtp, vec!["127.0.0.1:0".parse().unwrap()])];
+    config.limits.max_connections_per_ip = o.connections + 10;
+    let ctx = Context::open(config).await.expect("context");
+    ctx.directory.add_domain("example.org").await.unwrap();
+    for u in 0..USERS {
+        ctx.directory
+            .add_user(&format!("user{u}@example.org"), "pw", 0)
+            .await
+            .unwrap();
+    }
+    ctx.bind(&[Service::Smtp]).unwrap();
+    let addr = ctx.bound_addrs()[0].1;
+    let shutdown = Shutdown::new();
+    let delivery = Arc::new(BenchDelivery {
+        ctx: ctx.clone(),
+        store: o.store,
+        delivered: AtomicUsize::new(0),
+    });
+    let server = tokio::spawn(hermod_mta::serve_with(
+        ctx.clone(),
+        shutdown.clone(),
+        delivery.clone(),
+    ));
+
+    println!(
+        "sending {} messages of {} bytes over {} connections (delivery: {}, data dir {})",
+        o.messages,
+        o.size,
+        o.connections,
+        if o.store { "Maildir store" } else { "null" },
+        tmp.path().display()
+    );
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let per = o.messages / o.connections;
+    for c in 0..o.connections {
+        let count = if c == o.connections - 1 {
+            o.messages - per * c
+        } else {
+            per
+        };
+        tasks.push(tokio::spawn(client(addr, c * per, count, o.size)));
+    }
+    let mut latencies = Vec::with_capacity(o.messages);
+    for t in tasks {
+        latencies.extend(t.await.expect("client"));
+    }
+    let accepted_in = started.elapsed();
+    while delivery.delivered.load(Ordering::Relaxed) < o.messages {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let delivered_in = started.elapsed();
+    latencies.sort();
+
+    println!(
+        "accepted: {} messages in {:.2} s = {:.0} msg/s",
+        o.messages,
+        accepted_in.as_secs_f64(),
+        o.messages as f64 / accepted_in.as_secs_f64()
+    );
+    println!(
+        "all delivered {:.2} s after the first connection ({:.0} msg/s end to end)",
+        delivered_in.as_secs_f64(),
+        o.messages as f64 / delivered_in.as_secs_f64()
+    );
+    println!(
+        "end-of-DATA reply latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    );
+    shutdown.trigger();
+    let _ = server.await;
+}

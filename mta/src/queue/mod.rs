@@ -1,0 +1,656 @@
+//! The durable mail queue in `<data_dir>/queue/`.
+//!
+//! Each accepted message is a file `messages/<id>` (written to `tmp/`, fsynced, renamed, the
+//! directory fsynced) plus rows in the SQLite database `queue.db` (WAL, `synchronous=FULL`):
+//! the envelope, and per recipient its status (pending, deferred, sent, bounced), attempts,
+//! next attempt and last reply. The file is durable before the rows are committed, and the rows
+//! are committed before the session answers 250, so an accepted message survives `kill -9` and
+//! power loss. A file without rows is a message that was never acknowledged: [`Queue::recover`]
+//! removes it at daemon start.
+//!
+//! Local recipients are delivered by [`runner::LocalRunner`]; remote recipients stay `pending`
+//! for the outbound engine, which uses [`Queue::due`] and [`Queue::record_attempts`] the same
+//! way. When no recipient of a message is pending or deferred any more, the message is
+//! completed: the bounce or success report, if any, is queued and the message removed, in one
+//! database transaction.
+
+pub mod listing;
+pub mod runner;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use tokio::sync::Notify as WakeSignal;
+
+use crate::envelope::{BodyType, DsnReturn, Envelope, Notify, QueueId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue file {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("queue database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("queue database migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("queue file write task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("directory lookup: {0}")]
+    Lookup(#[from] crate::session::BackendError),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> QueueError + '_ {
+    move |source| QueueError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where a recipient's mail goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// A mailbox of ours: delivered by [`crate::LocalDelivery`].
+    Local,
+    /// Another domain: delivered by the outbound engine.
+    Remote,
+}
+
+/// Delivery state of one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientStatus {
+    /// Not tried yet.
+    Pending,
+    /// Tried, failed temporarily; retried at `next_attempt`.
+    Deferred,
+    /// Delivered (final).
+    Sent,
+    /// Failed for good; reported to the sender (final).
+    Bounced,
+}
+
+impl RecipientStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientStatus::Pending => "pending",
+            RecipientStatus::Deferred => "deferred",
+            RecipientStatus::Sent => "sent",
+            RecipientStatus::Bounced => "bounced",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "deferred" => RecipientStatus::Deferred,
+            "sent" => RecipientStatus::Sent,
+            "bounced" => RecipientStatus::Bounced,
+            _ => RecipientStatus::Pending,
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, RecipientStatus::Sent | RecipientStatus::Bounced)
+    }
+}
+
+/// One recipient as the queue knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedRecipient {
+    /// Index of the recipient within its message.
+    pub position: u32,
+    pub address: String,
+    pub local: bool,
+    pub notify: Notify,
+    pub orcpt: Option<String>,
+    pub status: RecipientStatus,
+    pub attempts: u32,
+    /// Unix seconds.
+    pub next_attempt: i64,
+    pub last_attempt: Option<i64>,
+    /// The last reply for this recipient (`250 2.0.0 delivered`, `450 4.2.0 mailbox busy`).
+    pub last_reply: Option<String>,
+}
+
+/// One queued message: its envelope, size, arrival and recipients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    pub id: QueueId,
+    pub sender: String,
+    pub ret: Option<DsnReturn>,
+    pub env_id: Option<String>,
+    pub body_type: BodyType,
+    pub smtputf8: bool,
+    pub auth_user: Option<String>,
+    pub client: String,
+    pub size: u64,
+    /// Unix seconds.
+    pub arrival: i64,
+    pub recipients: Vec<QueuedRecipient>,
+}
+
+/// The result of one delivery attempt to one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Sent { reply: String },
+    Deferred { reply: String, next_attempt: i64 },
+    Bounced { reply: String },
+}
+
+impl Attempt {
+    fn status(&self) -> RecipientStatus {
+        match self {
+            Attempt::Sent { .. } => RecipientStatus::Sent,
+            Attempt::Deferred { .. } => RecipientStatus::Deferred,
+            Attempt::Bounced { .. } => RecipientStatus::Bounced,
+        }
+    }
+
+    fn reply(&self) -> &str {
+        match self {
+            Attempt::Sent { reply }
+            | Attempt::Deferred { reply, .. }
+            | Attempt::Bounced { reply } => reply,
+        }
+    }
+}
+
+/// A report (bounce) to queue while completing a message.
+pub struct NewMessage<'a> {
+    pub id: &'a QueueId,
+    pub envelope: &'a Envelope,
+    pub content: &'a [u8],
+}
+
+/// What [`Queue::recover`] cleaned up.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Half-written files removed from `tmp/`.
+    pub partial_files: usize,
+    /// Message files without database rows (never acknowledged) removed.
+    pub orphan_files: usize,
+    /// Messages whose rows exist but whose file is missing (reported, left for the admin).
+    pub missing_files: Vec<QueueId>,
+}
+
+/// The queue. Cheap to share behind an `Arc`; safe to open from several processes (the CLI
+/// reads and changes it while the daemon runs).
+pub struct Queue {
+    dir: PathBuf,
+    pool: SqlitePool,
+    wake: Arc<WakeSignal>,
+}
+
+impl Queue {
+    /// Opens (creating if needed) the queue in `dir` (normally `<data_dir>/queue`).
+    pub async fn open(dir: impl Into<PathBuf>) -> Result<Self, QueueError> {
+        let dir = dir.into();
+        for sub in [dir.clone(), dir.join("messages"), dir.join("tmp")] {
+            fs::create_dir_all(&sub).map_err(io_error(&sub))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("queue.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: the WAL is fsynced at every commit, so a committed row survives power loss.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Queue {
+            dir,
+            pool,
+            wake: Arc::new(WakeSignal::new()),
+        })
+    }
+
+    /// The directory of the queue.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the content of message `id` is stored.
+    pub fn message_path(&self, id: &QueueId) -> PathBuf {
+        self.dir.join("messages").join(id.as_str())
+    }
+
+    /// Cleans up after a crash. Call once when the daemon starts, before accepting mail (not
+    /// from the CLI: a message being written by a running daemon would look orphaned).
+    pub async fn recover(&self) -> Result<Recovery, QueueError> {
+        let mut recovery = Recovery::default();
+        let tmp = self.dir.join("tmp");
+        for entry in fs::read_dir(&tmp).map_err(io_error(&tmp))? {
+            let path = entry.map_err(io_error(&tmp))?.path();
+            fs::remove_file(&path).map_err(io_error(&path))?;
+            recovery.partial_files += 1;
+        }
+        let known: std::collections::HashSet<String> =
+            sqlx::query_scalar::<_, String>("SELECT id FROM messages")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .collect();
+        let messages = self.dir.join("messages");
+        let mut on_disk = std::collections::HashSet::new();
+        for entry in fs::read_dir(&messages).map_err(io_error(&messages))? {
+            let entry = entry.map_err(io_error(&messages))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if known.contains(&name) {
+                on_disk.insert(name);
+            } else {
+                let path = entry.path();
+                tracing::warn!(path = %path.display(), "removing unacknowledged queue file");
+                fs::remove_file(&path).map_err(io_error(&path))?;
+                recovery.orphan_files += 1;
+            }
+        }
+        for id in known.difference(&on_disk) {
+            tracing::error!(queue_id = %id, "queued message has no content file");
+            if let Some(id) = QueueId::parse(id) {
+                recovery.missing_files.push(id);
+            }
+        }
+        Ok(recovery)
+    }
+
+    /// Stores a message durably; when this returns Ok the message survives a crash.
+    pub async fn enqueue(
+        &self,
+        id: &QueueId,
+        envelope: &Envelope,
+        content: &[u8],
+    ) -> Result<(), QueueError> {
+        self.write_content(id, content).await?;
+        let mut tx = self.pool.begin().await?;
+        let result = insert_message(&mut tx, id, envelope, content.len(), unix_now()).await;
+        let result = match result {
+            Ok(()) => tx.commit().await.map_err(QueueError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            self.remove_content(id);
+            return Err(e);
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    async fn write_content(&self, id: &QueueId, content: &[u8]) -> Result<(), QueueError> {
+        let tmp = self.dir.join("tmp").join(id.as_str());
+        let dir = self.dir.join("messages");
+        let path = dir.join(id.as_str());
+        let content = content.to_vec();
+        tokio::task::spawn_blocking(move || write_durably(&tmp, &path, &dir, &content)).await?
+    }
+
+    fn remove_content(&self, id: &QueueId) {
+        let path = self.message_path(id);
+        if let Err(e) = fs::remove_file(&path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::error!(path = %path.display(), error = %e, "cannot remove queue file");
+        }
+    }
+
+    /// The content of a queued message.
+    pub async fn read_message(&self, id: &QueueId) -> Result<Vec<u8>, QueueError> {
+        let path = self.message_path(id);
+        tokio::fs::read(&path).await.map_err(io_error(&path))
+    }
+
+    /// Every queued message, oldest first.
+    pub async fn list(&self) -> Result<Vec<QueuedMessage>, QueueError> {
+        let rows = sqlx::query("SELECT * FROM messages ORDER BY arrival, id")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut messages: Vec<QueuedMessage> = rows
+            .iter()
+            .map(message_from_row)
+            .collect::<Result<_, _>>()?;
+        let rows = sqlx::query("SELECT * FROM recipients ORDER BY message_id, position")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut by_id: HashMap<String, Vec<QueuedRecipient>> = HashMap::new();
+        for row in &rows {
+            let id: String = row.try_get("message_id")?;
+            by_id.entry(id).or_default().push(recipient_from_row(row)?);
+        }
+        for message in &mut messages {
+            message.recipients = by_id.remove(message.id.as_str()).unwrap_or_default();
+        }
+        Ok(messages)
+    }
+
+    /// One message with all its recipients.
+    pub async fn show(&self, id: &QueueId) -> Result<Option<QueuedMessage>, QueueError> {
+        let Some(row) = sqlx::query("SELECT * FROM messages WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut message = message_from_row(&row)?;
+        message.recipients =
+            sqlx::query("SELECT * FROM recipients WHERE message_id = ? ORDER BY position")
+                .bind(id.as_str())
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(recipient_from_row)
+                .collect::<Result<_, _>>()?;
+        Ok(Some(message))
+    }
+
+    /// Removes a message without delivering it or telling anyone. False if unknown.
+    pub async fn delete(&self, id: &QueueId) -> Result<bool, QueueError> {
+        let done = sqlx::query("DELETE FROM messages WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            > 0;
+        if done {
+            self.remove_content(id);
+            tracing::info!(queue_id = %id, "removed from queue by admin");
+        }
+        Ok(done)
+    }
+
+    /// Makes every pending or deferred recipient due now. Returns how many.
+    pub async fn flush(&self) -> Result<u64, QueueError> {
+        let n = sqlx::query(
+            "UPDATE recipients SET next_attempt = ? WHERE status IN ('pending', 'deferred')",
+        )
+        .bind(unix_now())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        self.wake.notify_one();
+        Ok(n)
+    }
+
+    /// Makes the pending or deferred recipients of one message due now. False if the message
+    /// has none (or is unknown).
+    pub async fn retry(&self, id: &QueueId) -> Result<bool, QueueError> {
+        let n = sqlx::query(
+            "UPDATE recipients SET next_attempt = ? \
+             WHERE message_id = ? AND status IN ('pending', 'deferred')",
+        )
+        .bind(unix_now())
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        self.wake.notify_one();
+        Ok(n > 0)
+    }
+
+    /// Messages with recipients for `destination` due at `now`; each message lists only those
+    /// due recipients. At most `limit` recipients in all, earliest first.
+    pub async fn due(
+        &self,
+        destination: Destination,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<QueuedMessage>, QueueError> {
+        let rows = sqlx::query(
+            "SELECT m.*, r.* FROM recipients r JOIN messages m ON m.id = r.message_id \
+             WHERE r.local = ? AND r.status IN ('pending', 'deferred') AND r.next_attempt <= ? \
+             ORDER BY r.next_attempt, m.arrival, r.message_id, r.position LIMIT ?",
+        )
+        .bind(destination == Destination::Local)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut messages: Vec<QueuedMessage> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let slot = match index.get(&id) {
+                Some(&slot) => slot,
+                None => {
+                    messages.push(message_from_row(row)?);
+                    index.insert(id, messages.len() - 1);
+                    messages.len() - 1
+                }
+            };
+            messages[slot].recipients.push(recipient_from_row(row)?);
+        }
+        Ok(messages)
+    }
+
+    /// The earliest `next_attempt` of any pending or deferred recipient for `destination`.
+    pub async fn next_due(&self, destination: Destination) -> Result<Option<i64>, QueueError> {
+        Ok(sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MIN(next_attempt) FROM recipients \
+             WHERE local = ? AND status IN ('pending', 'deferred')",
+        )
+        .bind(destination == Destination::Local)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Records the outcome of delivery attempts to recipients of one message, in one
+    /// transaction. `results` pairs recipient positions with outcomes.
+    pub async fn record_attempts(
+        &self,
+        id: &QueueId,
+        results: &[(u32, Attempt)],
+    ) -> Result<(), QueueError> {
+        let now = unix_now();
+        let mut tx = self.pool.begin().await?;
+        for (position, attempt) in results {
+            let next = match attempt {
+                Attempt::Deferred { next_attempt, .. } => *next_attempt,
+                _ => now,
+            };
+            sqlx::query(
+                "UPDATE recipients SET status = ?, attempts = attempts + 1, last_attempt = ?, \
+                 last_reply = ?, next_attempt = ? WHERE message_id = ? AND position = ?",
+            )
+            .bind(attempt.status().as_str())
+            .bind(now)
+            .bind(attempt.reply())
+            .bind(next)
+            .bind(id.as_str())
+            .bind(*position)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ids of messages none of whose recipients is pending or deferred any more.
+    pub async fn finished(&self) -> Result<Vec<QueueId>, QueueError> {
+        let ids = sqlx::query_scalar::<_, String>(
+            "SELECT id FROM messages m WHERE NOT EXISTS (SELECT 1 FROM recipients r \
+             WHERE r.message_id = m.id AND r.status IN ('pending', 'deferred'))",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.iter().filter_map(|id| QueueId::parse(id)).collect())
+    }
+
+    /// Removes a finished message, queueing `report` (a DSN) in the same transaction, so a
+    /// crash can neither lose the report nor send it twice.
+    pub async fn complete(
+        &self,
+        id: &QueueId,
+        report: Option<NewMessage<'_>>,
+    ) -> Result<(), QueueError> {
+        if let Some(report) = &report {
+            self.write_content(report.id, report.content).await?;
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut result = Ok(());
+        if let Some(report) = &report {
+            result = insert_message(
+                &mut tx,
+                report.id,
+                report.envelope,
+                report.content.len(),
+                unix_now(),
+            )
+            .await;
+        }
+        if result.is_ok() {
+            result = sqlx::query("DELETE FROM messages WHERE id = ?")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map(|_| ())
+                .map_err(QueueError::from);
+        }
+        if result.is_ok() {
+            result = tx.commit().await.map_err(QueueError::from);
+        }
+        match result {
+            Ok(()) => {
+                self.remove_content(id);
+                if report.is_some() {
+                    self.wake.notify_one();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(report) = &report {
+                    self.remove_content(report.id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Resolves when something was queued or made due (in this process).
+    pub async fn changed(&self) {
+        self.wake.notified().await
+    }
+
+    /// Wakes whoever waits in [`Queue::changed`].
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+}
+
+async fn insert_message(
+    tx: &mut Transaction<'static, Sqlite>,
+    id: &QueueId,
+    envelope: &Envelope,
+    size: usize,
+    now: i64,
+) -> Result<(), QueueError> {
+    sqlx::query(
+        "INSERT INTO messages (id, sender, ret, env_id, body_type, smtputf8, auth_user, client, \
+         size, arrival) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id.as_str())
+    .bind(&envelope.sender)
+    .bind(envelope.ret.map(DsnReturn::as_str))
+    .bind(&envelope.env_id)
+    .bind(envelope.body.as_str())
+    .bind(envelope.smtputf8)
+    .bind(&envelope.auth_user)
+    .bind(&envelope.client)
+    .bind(size as i64)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    for (position, rcpt) in envelope.recipients.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO recipients (message_id, position, address, local, notify, orcpt, \
+             next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id.as_str())
+        .bind(position as i64)
+        .bind(&rcpt.address)
+        .bind(rcpt.local)
+        .bind(rcpt.notify.to_param())
+        .bind(&rcpt.orcpt)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Writes `content` to `tmp`, fsyncs it, renames it to `path` and fsyncs `dir`, so that once
+/// this returns the file and its name are on stable storage.
+fn write_durably(tmp: &Path, path: &Path, dir: &Path, content: &[u8]) -> Result<(), QueueError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(io_error(tmp))?;
+    let written = file.write_all(content).and_then(|()| file.sync_all());
+    drop(file);
+    if let Err(e) = written.and_then(|()| fs::rename(tmp, path)) {
+        let _ = fs::remove_file(tmp);
+        return Err(io_error(path)(e));
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+fn message_from_row(row: &SqliteRow) -> Result<QueuedMessage, QueueError> {
+    let id: String = row.try_get("id")?;
+    let ret: Option<String> = row.try_get("ret")?;
+    let body_type: String = row.try_get("body_type")?;
+    Ok(QueuedMessage {
+        id: QueueId::parse(&id).ok_or_else(|| {
+            sqlx::Error::Decode(format!("bad queue id {id:?} in queue database").into())
+        })?,
+        sender: row.try_get("sender")?,
+        ret: ret.as_deref().and_then(DsnReturn::parse),
+        env_id: row.try_get("env_id")?,
+        body_type: BodyType::parse(&body_type),
+        smtputf8: row.try_get("smtputf8")?,
+        auth_user: row.try_get("auth_user")?,
+        client: row.try_get("client")?,
+        size: row.try_get::<i64, _>("size")?.max(0) as u64,
+        arrival: row.try_get("arrival")?,
+        recipients: Vec::new(),
+    })
+}
+
+fn recipient_from_row(row: &SqliteRow) -> Result<QueuedRecipient, QueueError> {
+    let notify: String = row.try_get("notify")?;
+    let status: String = row.try_get("status")?;
+    Ok(QueuedRecipient {
+        position: row.try_get::<i64, _>("position")?.max(0) as u32,
+        address: row.try_get("address")?,
+        local: row.try_get("local")?,
+        notify: Notify::from_param(&notify),
+        orcpt: row.try_get("orcpt")?,
+        status: RecipientStatus::parse(&status),
+        attempts: row.try_get::<i64, _>("attempts")?.max(0) as u32,
+        next_attempt: row.try_get("next_attempt")?,
+        last_attempt: row.try_get("last_attempt")?,
+        last_reply: row.try_get("last_reply")?,
+    })
+}
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,217 @@
+//! What happens to a message between the end of DATA and the queue: line endings made canonical,
+//! the trace header prepended, and on submission the headers a client may have left out.
+
+use std::net::IpAddr;
+
+/// Copies `body` into `out` with every line ending as CRLF.
+///
+/// Only `<CRLF>.<CRLF>` ends DATA, so a bare LF or bare CR (`\n.\n`, `\r.\r`, `\n.\r\n`) is
+/// message content, never an end of data. We normalise rather than refuse (the choice Postfix
+/// made with `smtpd_forbid_bare_newline = normalize`): a bare LF or a bare CR becomes CRLF.
+/// The smuggled-looking line then sits in the body as an ordinary `.` line, and whoever sends
+/// the message on (outbound SMTP, LMTP) dot-stuffs it, so no later hop can read it as an end
+/// of data either. The message also ends with CRLF afterwards (BDAT content may not).
+pub fn normalize_line_endings(body: &[u8], out: &mut Vec<u8>) {
+    out.reserve(body.len() + 2);
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                // A CR followed by LF is one line ending, not two.
+                if body.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// True when `body` holds a CR or LF that is not part of a CRLF pair.
+pub fn has_bare_line_ending(body: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for (i, &byte) in body.iter().enumerate() {
+        match byte {
+            b'\n' if prev != b'\r' => return true,
+            b'\r' if body.get(i + 1) != Some(&b'\n') => return true,
+            _ => {}
+        }
+        prev = byte;
+    }
+    false
+}
+
+/// The header section of a message: everything before the first empty line (all of it when
+/// there is no empty line).
+pub fn header_section(message: &[u8]) -> &[u8] {
+    if message.starts_with(b"\r\n") {
+        return &[];
+    }
+    match find(message, b"\r\n\r\n") {
+        Some(pos) => &message[..pos + 2],
+        None => message,
+    }
+}
+
+/// How many header fields named `name` (case-insensitive) the header section holds.
+pub fn count_fields(headers: &[u8], name: &str) -> usize {
+    headers
+        .split(|&b| b == b'\n')
+        .filter(|line| {
+            line.len() > name.len()
+                && line[name.len()] == b':'
+                && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+        })
+        .count()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// What goes in the `with` clause of Received (RFC 3848).
+pub fn protocol_name(esmtp: bool, tls: bool, authenticated: bool) -> &'static str {
+    match (esmtp, tls, authenticated) {
+        (false, _, _) => "SMTP",
+        (true, false, false) => "ESMTP",
+        (true, true, false) => "ESMTPS",
+        (true, false, true) => "ESMTPA",
+        (true, true, true) => "ESMTPSA",
+    }
+}
+
+/// Facts about the transaction that go into the trace header.
+pub struct TraceInfo<'a> {
+    pub helo: &'a str,
+    pub peer: IpAddr,
+    pub hostname: &'a str,
+    pub protocol: &'static str,
+    /// TLS version and cipher, when known (`TLSv1.3 TLS13_AES_256_GCM_SHA384`).
+    pub tls: Option<&'a str>,
+    pub queue_id: &'a str,
+    /// Named only when there is exactly one recipient, so Bcc recipients stay hidden.
+    pub single_recipient: Option<&'a str>,
+    /// Unix seconds.
+    pub date: i64,
+}
+
+/// The `Received:` header (RFC 5321 4.4), folded over lines of reasonable length.
+pub fn received_header(info: &TraceInfo<'_>) -> String {
+    let peer = match info.peer {
+        IpAddr::V4(ip) => format!("[{ip}]"),
+        IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
+    };
+    let mut header = format!(
+        "Received: from {} ({peer})\r\n\tby {} (hermod) with {}",
+        sanitize_helo(info.helo),
+        info.hostname,
+        info.protocol
+    );
+    if let Some(tls) = info.tls {
+        header.push_str(&format!(" ({})", sanitize_helo(tls)));
+    }
+    header.push_str(&format!("\r\n\tid {}", info.queue_id));
+    if let Some(rcpt) = info.single_recipient {
+        header.push_str(&format!("\r\n\tfor <{rcpt}>"));
+    }
+    header.push_str(&format!("; {}\r\n", rfc5322_date(info.date)));
+    header
+}
+
+/// `Tue, 25 Nov 2026 10:00:00 +0000`
+pub fn rfc5322_date(unix_seconds: i64) -> String {
+    mail_builder::headers::date::Date::new(unix_seconds).to_rfc822()
+}
+
+/// The HELO name is client text going into a header: keep what a hostname or address literal
+/// can hold and replace the rest.
+fn sanitize_helo(helo: &str) -> String {
+    helo.chars()
+        .take(255)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-.:[]_ ".contains(c) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn normalized(input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        normalize_line_endings(input, &mut out);
+        out
+    }
+
+    #[test]
+    fn bare_line_endings_become_crlf() {
+        assert_eq!(normalized(b"a\nb\rc\r\nd"), b"a\r\nb\r\nc\r\nd\r\n");
+        assert_eq!(normalized(b"x\n.\ny\r\n"), b"x\r\n.\r\ny\r\n");
+        assert_eq!(normalized(b"\r\r\n"), b"\r\n\r\n");
+        assert_eq!(normalized(b""), b"");
+    }
+
+    #[test]
+    fn detects_bare_line_endings() {
+        assert!(has_bare_line_ending(b"a\nb"));
+        assert!(has_bare_line_ending(b"a\rb"));
+        assert!(has_bare_line_ending(b"a\r"));
+        assert!(!has_bare_line_ending(b"a\r\nb\r\n"));
+    }
+
+    #[test]
+    fn header_section_and_fields() {
+        let msg = b"Subject: x\r\nreceived: a\r\nReceived: b\r\n\r\nReceived: body\r\n";
+        let headers = header_section(msg);
+        assert_eq!(count_fields(headers, "Received"), 2);
+        assert_eq!(count_fields(headers, "Message-ID"), 0);
+        assert_eq!(count_fields(header_section(b"\r\nbody"), "Subject"), 0);
+    }
+
+    #[test]
+    fn received_header_has_the_trace_facts() {
+        let header = received_header(&TraceInfo {
+            helo: "client.example.net",
+            peer: "192.0.2.7".parse().unwrap(),
+            hostname: "mx.example.org",
+            protocol: "ESMTPS",
+            tls: Some("TLSv1.3"),
+            queue_id: "ABC123",
+            single_recipient: Some("alice@example.org"),
+            date: 0,
+        });
+        assert_eq!(
+            header,
+            "Received: from client.example.net ([192.0.2.7])\r\n\tby mx.example.org (hermod) \
+             with ESMTPS (TLSv1.3)\r\n\tid ABC123\r\n\tfor <alice@example.org>; \
+             Thu, 1 Jan 1970 00:00:00 +0000\r\n"
+        );
+    }
+
+    #[test]
+    fn received_header_cannot_be_split_by_helo() {
+        let header = received_header(&TraceInfo {
+            helo: "evil\r\nX-Injected: 1",
+            peer: "2001:db8::1".parse().unwrap(),
+            hostname: "mx",
+            protocol: "ESMTP",
+            tls: None,
+            queue_id: "1",
+            single_recipient: None,
+            date: 0,
+        });
+        assert!(header.contains("from evil??X-Injected: 1 ([IPv6:2001:db8::1])"));
+        assert_eq!(header.matches("\r\n").count(), 3);
+    }
+}

@@ -1,0 +1,252 @@
+//! The admin subcommands: users, aliases, domains, config check. They open the same
+//! directory database as the daemons and work while those run.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use hermod_common::config::{Config, LoadOptions};
+use hermod_common::directory::Directory;
+
+use crate::{AliasAction, DomainAction, QueueAction, UserAction};
+
+pub fn load_config(opts: &LoadOptions) -> Result<Config> {
+    Ok(Config::load(opts)?)
+}
+
+pub async fn open_directory(config: &Config) -> Result<Directory> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let path = config.directory_path();
+    Directory::open(&path, &config.mydestination)
+        .await
+        .with_context(|| format!("cannot open the directory {}", path.display()))
+}
+
+/// Parse a size like `500M`, `2G`, `1048576`, `0`.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mult = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => bail!("invalid size {s:?}: use a number with K, M, G or T"),
+            };
+            (&s[..i], mult)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("invalid size {s:?}"))?;
+    n.checked_mul(mult)
+        .with_context(|| format!("size {s:?} is too large"))
+}
+
+fn read_password(from_stdin: bool, address: &str) -> Result<String> {
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        let first = rpassword::prompt_password(format!("Password for {address}: "))
+            .context("cannot read the password (use --password-stdin without a terminal)")?;
+        let again = rpassword::prompt_password("Repeat password: ")?;
+        if first != again {
+            bail!("the passwords do not match");
+        }
+        first
+    };
+    if password.is_empty() {
+        bail!("the password must not be empty");
+    }
+    Ok(password)
+}
+
+pub async fn user(opts: &LoadOptions, action: UserAction) -> Result<ExitCode> {
+    let config = load_config(opts)?;
+    let dir = open_directory(&config).await?;
+    match action {
+        UserAction::Add {
+            address,
+            password_stdin,
+            quota,
+        } => {
+            let quota = quota.as_deref().map(parse_size).transpose()?.unwrap_or(0);
+            // Validate before asking for a password the admin would type for nothing.
+            let parsed = hermod_common::Address::parse(&address)?;
+            if !dir.is_local_domain(&parsed.domain).await? {
+                bail!(
+                    "domain {} is not a local domain (add it with `hermod domain add {}`)",
+                    parsed.domain,
+                    parsed.domain
+                );
+            }
+            let password = read_password(password_stdin, &address)?;
+            let user = dir.add_user(&address, &password, quota).await?;
+            println!("added user {}", user.address);
+        }
+        UserAction::Passwd {
+            address,
+            password_stdin,
+        } => {
+            if dir.user(&address).await?.is_none() {
+                bail!("no such user: {address}");
+            }
+            let password = read_password(password_stdin, &address)?;
+            dir.set_password(&address, &password).await?;
+            println!("password changed for {address}");
+        }
+        UserAction::Quota { address, quota } => {
+            dir.set_quota(&address, parse_size(&quota)?).await?;
+            println!("quota of {address} set to {quota}");
+        }
+        UserAction::Del { address } => {
+            dir.del_user(&address).await?;
+            println!(
+                "deleted user {address} (mail left in {})",
+                config.data_dir.join("mail").display()
+            );
+        }
+        UserAction::List => {
+            for u in dir.list_users().await? {
+                let quota = if u.quota_bytes == 0 {
+                    "unlimited".to_string()
+                } else {
+                    format!("{} bytes", u.quota_bytes)
+                };
+                let state = if u.enabled { "" } else { " (disabled)" };
+                println!("{}\tquota {quota}{state}", u.address);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn alias(opts: &LoadOptions, action: AliasAction) -> Result<ExitCode> {
+    let config = load_config(opts)?;
+    let dir = open_directory(&config).await?;
+    match action {
+        AliasAction::Add { source, targets } => {
+            for t in &targets {
+                dir.add_alias(&source, t).await?;
+            }
+            println!("added alias {source} -> {}", targets.join(", "));
+        }
+        AliasAction::Del { source, target } => {
+            dir.del_alias(&source, target.as_deref()).await?;
+            println!("deleted alias {source}");
+        }
+        AliasAction::List => {
+            for a in dir.list_aliases().await? {
+                println!("{}\t{}", a.source, a.targets.join(", "));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn domain(opts: &LoadOptions, action: DomainAction) -> Result<ExitCode> {
+    let config = load_config(opts)?;
+    let dir = open_directory(&config).await?;
+    match action {
+        DomainAction::Add { domain } => {
+            let d = dir.add_domain(&domain).await?;
+            println!("added domain {d}");
+        }
+        DomainAction::Del { domain } => {
+            if config
+                .mydestination
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(&domain))
+            {
+                bail!("{domain} is in mydestination of the config; remove it there");
+            }
+            dir.del_domain(&domain).await?;
+            println!("deleted domain {domain}");
+        }
+        DomainAction::List => {
+            for d in dir.list_domains().await? {
+                println!("{d}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn check_config(opts: &LoadOptions) -> Result<ExitCode> {
+    let config = load_config(opts)?;
+    print!("{}", config.to_toml());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// sysexits(3): temporary failure, what an MTA retries.
+const EX_TEMPFAIL: u8 = 75;
+
+/// The local delivery agent: one message from stdin to one local recipient. Exit codes follow
+/// sysexits(3) as MTAs expect (0 delivered, 67 unknown user, 75 try again later).
+pub async fn deliver(
+    opts: &LoadOptions,
+    recipient: &str,
+    sender: Option<&str>,
+) -> Result<ExitCode> {
+    let setup = async {
+        let config = load_config(opts)?;
+        let limit = config.message_size_limit;
+        let ctx = hermod_common::Context::open(config).await?;
+        anyhow::Ok((ctx, limit))
+    };
+    let (ctx, limit) = match setup.await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("hermod deliver: 451 4.3.0 {e:#}");
+            return Ok(ExitCode::from(EX_TEMPFAIL));
+        }
+    };
+    // Read at most one byte more than the limit: enough to know the message is too big.
+    let mut message = Vec::new();
+    {
+        use tokio::io::AsyncReadExt;
+        let mut stdin = tokio::io::stdin().take(limit.saturating_add(1));
+        if let Err(e) = stdin.read_to_end(&mut message).await {
+            eprintln!("hermod deliver: 451 4.3.0 cannot read the message: {e}");
+            return Ok(ExitCode::from(EX_TEMPFAIL));
+        }
+    }
+    let code = hermod_mda::deliver_stdin(&ctx, recipient, sender, &message).await;
+    Ok(ExitCode::from(code))
+}
+
+pub async fn queue(opts: &LoadOptions, action: QueueAction) -> Result<ExitCode> {
+    let _ = (opts, action);
+    eprintln!("hermod queue: the queue is not built yet (issue: the SMTP server)");
+    Ok(ExitCode::FAILURE)
+}
+
+pub async fn dns(opts: &LoadOptions, domain: &str, check: bool) -> Result<ExitCode> {
+    let _ = (opts, domain, check);
+    eprintln!("hermod dns: not built yet (issue: deploy and first contact)");
+    Ok(ExitCode::FAILURE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("M").is_err());
+    }
+}

@@ -1,0 +1,251 @@
+//! Shared harness of the end-to-end tests: run the real `hermod` binary on ephemeral loopback
+//! ports with a temporary data dir, and drive it with independent clients.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hermod");
+
+/// A free loopback port (bound then released; the race with other tests is tiny).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A temporary data dir and a config file whose services listen on free ports.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub ports: Ports,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub smtp: u16,
+    pub submission: u16,
+    pub submissions: u16,
+    pub imap: u16,
+    pub imaps: u16,
+    pub pop3: u16,
+    pub pop3s: u16,
+    pub lmtp: u16,
+    pub http: u16,
+}
+
+impl Setup {
+    /// `extra` is appended to the generated config (top-level keys must come first in TOML,
+    /// so `extra_top` goes before the sections).
+    pub fn new(extra_top: &str, extra_sections: &str) -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = Ports {
+            smtp: free_port(),
+            submission: free_port(),
+            submissions: free_port(),
+            imap: free_port(),
+            imaps: free_port(),
+            pop3: free_port(),
+            pop3s: free_port(),
+            lmtp: free_port(),
+            http: free_port(),
+        };
+        let l = |p: u16| format!("listen = [\"127.0.0.1:{p}\"]");
+        let text = format!(
+            "{extra_top}\n[smtp]\n{}\n[submission]\n{}\n[submissions]\n{}\n[imap]\n{}\n[imaps]\n{}\n[pop3]\n{}\n[pop3s]\n{}\n[lmtp]\n{}\n[http]\n{}\n{extra_sections}\n",
+            l(ports.smtp),
+            l(ports.submission),
+            l(ports.submissions),
+            l(ports.imap),
+            l(ports.imaps),
+            l(ports.pop3),
+            l(ports.pop3s),
+            l(ports.lmtp),
+            l(ports.http),
+        );
+        let config = dir.path().join("hermod.toml");
+        std::fs::write(&config, text).expect("write config");
+        Setup { dir, config, ports }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn base_args(&self) -> Vec<String> {
+        vec![
+            "--dev".into(),
+            "--config".into(),
+            self.config.display().to_string(),
+            "--data-dir".into(),
+            self.data_dir().display().to_string(),
+        ]
+    }
+
+    /// Run a hermod subcommand against this setup's data, with optional stdin.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).args(self.base_args());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn hermod");
+        if let Some(input) = stdin {
+            let mut s = child.stdin.take().expect("stdin");
+            s.write_all(input.as_bytes()).expect("write stdin");
+        }
+        child.wait_with_output().expect("wait hermod")
+    }
+
+    /// Run a hermod subcommand with raw bytes on stdin (a message for `deliver`).
+    pub fn cli_bytes(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).args(self.base_args());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn hermod");
+        let mut s = child.stdin.take().expect("stdin");
+        s.write_all(stdin).expect("write stdin");
+        drop(s);
+        child.wait_with_output().expect("wait hermod")
+    }
+
+    /// Add a user with a password (the test's usual first step).
+    pub fn add_user(&self, address: &str, password: &str) {
+        let out = self.cli(
+            &["user", "add", address, "--password-stdin"],
+            Some(&format!("{password}\n")),
+        );
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Start `hermod serve` (or another daemon command) and wait until `ready_port` accepts.
+    pub fn start(&self, command: &str, ready_port: u16) -> Server {
+        let mut child = Command::new(BIN)
+            .arg(command)
+            .args(self.base_args())
+            .env("HERMOD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hermod serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[hermod] {line}");
+                if let Ok(mut l) = sink.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        let addr: SocketAddr = format!("127.0.0.1:{ready_port}").parse().expect("addr");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "hermod exited early with {status}: {}",
+                    log.lock().map(|l| l.clone()).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hermod did not listen on {addr} in time"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { child, log }
+    }
+}
+
+/// A running hermod process; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Send a signal and wait (bounded) for the exit status.
+    pub fn signal_and_wait(&mut self, signal: &str) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hermod did not exit after SIG{signal}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run a Python client script from tests/py with arguments; panics with its output on failure.
+pub fn python(script: &str, args: &[String]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "{script} failed:\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
+}
+
+/// Whether a command is installed (for swaks, mbsync, fetchmail, mutt).
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
