@@ -106,7 +106,11 @@ pub fn details(m: &QueuedMessage) -> String {
             r.status,
             RecipientStatus::Pending | RecipientStatus::Deferred
         ) {
-            let _ = writeln!(out, "             next attempt {}", rfc5322_date(r.next_attempt));
+            let _ = writeln!(
+                out,
+                "             next attempt {}",
+                rfc5322_date(r.next_attempt)
+            );
         }
         if let Some(reply) = &r.last_reply {
             let _ = writeln!(out, "             last reply: {reply}");
