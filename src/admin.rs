@@ -15,8 +15,7 @@ pub fn load_config(opts: &LoadOptions) -> Result<Config> {
 }
 
 pub async fn open_directory(config: &Config) -> Result<Directory> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    crate::privileges::enter_data_dir(config)?;
     let path = config.directory_path();
     Directory::open(&path, &config.mydestination)
         .await
@@ -200,6 +199,7 @@ pub async fn deliver(
     let setup = async {
         let config = load_config(opts)?;
         let limit = config.message_size_limit;
+        crate::privileges::enter_data_dir(&config)?;
         let ctx = hermod_common::Context::open(config).await?;
         anyhow::Ok((ctx, limit))
     };
@@ -224,16 +224,63 @@ pub async fn deliver(
     Ok(ExitCode::from(code))
 }
 
+/// The outbound queue tools. They work on the queue database while the daemon runs; it
+/// notices flushes and deletions within seconds.
 pub async fn queue(opts: &LoadOptions, action: QueueAction) -> Result<ExitCode> {
-    let _ = (opts, action);
-    eprintln!("hermod queue: the queue is not built yet (issue: the SMTP server)");
-    Ok(ExitCode::FAILURE)
+    use hermod_mta::queue::listing;
+    let config = load_config(opts)?;
+    crate::privileges::enter_data_dir(&config)?;
+    let queue = hermod_mta::Queue::open(hermod_mta::queue_dir(&config))
+        .await
+        .context("cannot open the queue")?;
+    let parse_id = |id: &str| {
+        hermod_mta::QueueId::parse(id).with_context(|| format!("invalid queue id {id:?}"))
+    };
+    match action {
+        QueueAction::List => print!("{}", listing::mailq(&queue.list().await?)),
+        QueueAction::Show { id } => match queue.show(&parse_id(&id)?).await? {
+            Some(m) => print!("{}", listing::details(&m)),
+            None => bail!("no such queued message: {id}"),
+        },
+        QueueAction::Flush => {
+            let n = queue.flush().await?;
+            println!("{n} recipient(s) scheduled for delivery now");
+        }
+        QueueAction::Retry { id } => {
+            if !queue.retry(&parse_id(&id)?).await? {
+                bail!("no such queued message: {id}");
+            }
+            println!("{id} scheduled for delivery now");
+        }
+        QueueAction::Delete { id } => {
+            if !queue.delete(&parse_id(&id)?).await? {
+                bail!("no such queued message: {id}");
+            }
+            println!("{id} deleted");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
+/// Print the DNS records to publish for `domain`, or (`--check`) look them up and report each.
 pub async fn dns(opts: &LoadOptions, domain: &str, check: bool) -> Result<ExitCode> {
-    let _ = (opts, domain, check);
-    eprintln!("hermod dns: not built yet (issue: deploy and first contact)");
-    Ok(ExitCode::FAILURE)
+    use hermod_common::dns_records;
+    let config = load_config(opts)?;
+    let domain = hermod_common::config::check_domain(domain).map_err(anyhow::Error::msg)?;
+    if check {
+        let results = dns_records::check(&config, &domain, None).await?;
+        print!("{}", dns_records::render_check(&results));
+        return Ok(if dns_records::all_ok(&results) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    print!(
+        "{}",
+        dns_records::render_zone(&dns_records::records(&config, &domain, None))
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -52,41 +52,29 @@ pub fn drop_to(user: Option<&str>, group: Option<&str>) -> Result<Option<String>
     Ok(Some(user.to_string()))
 }
 
-/// Give `path` (recursively, the top only) to the user we will run as, so the daemons can
-/// write to a data dir that root created.
-pub fn chown_for(path: &std::path::Path, user: Option<&str>) -> Result<()> {
+/// Create the data dir and, when running as root with `run_as_user`, give the directory
+/// itself to that user and drop privileges: everything inside is then created by the user
+/// the daemons run as, whichever command created it first.
+pub fn enter_data_dir(config: &hermod_common::Config) -> Result<Option<String>> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(());
-    }
-    let Some(user) = user else { return Ok(()) };
-    let cuser = CString::new(user).context("invalid run_as_user")?;
-    // SAFETY: see drop_to.
-    let pw = unsafe { libc::getpwnam(cuser.as_ptr()) };
-    if pw.is_null() {
-        bail!("run_as_user {user:?}: no such user");
-    }
-    // SAFETY: pw is non-null.
-    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
-    for entry in walk(path) {
-        std::os::unix::fs::lchown(&entry, Some(uid), Some(gid))
-            .with_context(|| format!("cannot chown {}", entry.display()))?;
-    }
-    Ok(())
-}
-
-fn walk(path: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![path.to_path_buf()];
-    let mut i = 0;
-    while i < out.len() {
-        if out[i].is_dir()
-            && !out[i].is_symlink()
-            && let Ok(rd) = std::fs::read_dir(&out[i])
-        {
-            let children: Vec<_> = rd.flatten().map(|e| e.path()).collect();
-            out.extend(children);
+    if unsafe { libc::geteuid() } == 0
+        && let Some(user) = config.run_as_user.as_deref()
+    {
+        let cuser = CString::new(user).context("invalid run_as_user")?;
+        // SAFETY: see drop_to.
+        let pw = unsafe { libc::getpwnam(cuser.as_ptr()) };
+        if pw.is_null() {
+            bail!("run_as_user {user:?}: no such user");
         }
-        i += 1;
+        // SAFETY: pw is non-null.
+        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+        std::os::unix::fs::chown(&config.data_dir, Some(uid), Some(gid))
+            .with_context(|| format!("cannot chown {}", config.data_dir.display()))?;
     }
-    out
+    drop_to(
+        config.run_as_user.as_deref(),
+        config.run_as_group.as_deref(),
+    )
 }

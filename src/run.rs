@@ -27,7 +27,13 @@ impl Role {
     fn services(self) -> &'static [Service] {
         match self {
             Role::All => &Service::ALL,
-            Role::Mta => &[Service::Smtp, Service::Submission, Service::Submissions],
+            // The MTA also serves HTTP (autoconfig, health, metrics) in the split setup.
+            Role::Mta => &[
+                Service::Smtp,
+                Service::Submission,
+                Service::Submissions,
+                Service::Http,
+            ],
             Role::Mda => &[Service::Lmtp],
             Role::Imapd => &[Service::Imap, Service::Imaps],
             Role::Pop3d => &[Service::Pop3, Service::Pop3s],
@@ -37,7 +43,18 @@ impl Role {
 
 /// Services whose daemon is built; the others are reported and skipped.
 fn built(service: Service) -> bool {
-    matches!(service, Service::Lmtp | Service::Pop3 | Service::Pop3s)
+    matches!(
+        service,
+        Service::Lmtp
+            | Service::Pop3
+            | Service::Pop3s
+            | Service::Smtp
+            | Service::Submission
+            | Service::Submissions
+            | Service::Imap
+            | Service::Imaps
+            | Service::Http
+    )
 }
 
 pub fn init_logging() {
@@ -45,6 +62,7 @@ pub fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -74,28 +92,30 @@ pub async fn daemon(opts: &LoadOptions, role: Role) -> Result<ExitCode> {
     if !missing.is_empty() {
         tracing::warn!(services = %missing.join(", "), "not built yet; not started");
     }
-    let ctx = Context::open(config).await?;
-    ctx.bind(&runnable)?;
-    let config = ctx.config.clone();
-    crate::privileges::chown_for(&config.data_dir, config.run_as_user.as_deref())?;
-    if let Some(user) = crate::privileges::drop_to(
-        config.run_as_user.as_deref(),
-        config.run_as_group.as_deref(),
-    )? {
+    // Ports and the LMTP socket are bound as root; then privileges go, then the data is opened.
+    let bound = hermod_common::context::bind_services(&config, &runnable)?;
+    let lmtp_socket = match (&config.lmtp_socket, runnable.contains(&Service::Lmtp)) {
+        (Some(path), true) => Some(hermod_mda::lmtp::bind_socket(path)?),
+        _ => None,
+    };
+    if let Some(user) = crate::privileges::enter_data_dir(&config)? {
         tracing::info!(user, "dropped privileges");
     }
+    let ctx = Context::open(config).await?;
+    ctx.adopt_listeners(bound);
+    let config = ctx.config.clone();
     for (service, addr) in ctx.bound_addrs() {
         tracing::info!(service = service.name(), %addr, "listening");
     }
     tracing::info!(
-        fingerprint = %ctx.tls.fingerprint,
+        fingerprint = %ctx.tls.fingerprint(),
         cert = %ctx.tls.cert_path.display(),
         self_signed = ctx.tls.self_signed,
         "TLS certificate (SHA-256)"
     );
     let shutdown = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
-    start(&ctx, &runnable, &shutdown, &mut tasks);
+    start(&ctx, &runnable, lmtp_socket, &shutdown, &mut tasks);
     tracing::info!(
         data_dir = %config.data_dir.display(),
         dev = config.dev,
@@ -105,10 +125,17 @@ pub async fn daemon(opts: &LoadOptions, role: Role) -> Result<ExitCode> {
 
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let failure = tokio::select! {
-        _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); None }
-        _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); None }
-        Some(r) = tasks.join_next() => Some(r),
+    let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let failure = loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break None }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break None }
+            _ = sighup.recv() => match ctx.tls.reload() {
+                Ok(fingerprint) => tracing::info!(%fingerprint, "SIGHUP: certificate reloaded"),
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: certificate not reloaded; keeping the old one"),
+            },
+            Some(r) = tasks.join_next() => break Some(r),
+        }
     };
     shutdown.trigger();
     let clean = shutdown.wait(GRACE).await;
@@ -132,13 +159,28 @@ pub async fn daemon(opts: &LoadOptions, role: Role) -> Result<ExitCode> {
 fn start(
     ctx: &Arc<Context>,
     services: &[Service],
+    lmtp_socket: Option<hermod_mda::lmtp::LmtpSocket>,
     shutdown: &Shutdown,
     tasks: &mut tokio::task::JoinSet<Result<()>>,
 ) {
     let wants = |list: &[Service]| list.iter().any(|s| services.contains(s));
     if wants(&[Service::Lmtp]) {
         let (ctx, sd) = (ctx.clone(), shutdown.clone());
-        tasks.spawn(async move { Ok(hermod_mda::serve(ctx, sd).await?) });
+        tasks.spawn(
+            async move { Ok(hermod_mda::lmtp::serve_with_socket(ctx, sd, lmtp_socket).await?) },
+        );
+    }
+    if wants(&[Service::Smtp, Service::Submission, Service::Submissions]) {
+        let (ctx, sd) = (ctx.clone(), shutdown.clone());
+        tasks.spawn(async move { Ok(hermod_mta::serve(ctx, sd).await?) });
+    }
+    if wants(&[Service::Imap, Service::Imaps]) {
+        let (ctx, sd) = (ctx.clone(), shutdown.clone());
+        tasks.spawn(async move { Ok(hermod_imapd::serve(ctx, sd).await?) });
+    }
+    if wants(&[Service::Http]) {
+        let (ctx, sd) = (ctx.clone(), shutdown.clone());
+        tasks.spawn(async move { Ok(hermod_common::http::serve(ctx, sd).await?) });
     }
     if wants(&[Service::Pop3, Service::Pop3s]) {
         let (ctx, sd) = (ctx.clone(), shutdown.clone());

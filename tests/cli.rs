@@ -169,3 +169,33 @@ fn unusable_data_dir_is_a_clear_error() {
     let err = text(&out.stderr);
     assert!(err.contains("/dev/null/data"), "{err}");
 }
+
+#[test]
+fn dns_prints_a_zone_fragment() {
+    let s = Setup::new("myhostname = \"mail.example.org\"", "");
+    let out = s.cli(&["dns", "example.org"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let zone = text(&out.stdout);
+    assert!(zone.contains("example.org."), "{zone}");
+    let mx = zone
+        .lines()
+        .find(|l| l.contains(" MX "))
+        .unwrap_or_else(|| panic!("no MX in {zone}"));
+    assert!(mx.contains("10 mail.example.org."), "{mx}");
+    assert!(zone.contains("_submission._tcp.example.org."), "{zone}");
+    assert!(zone.contains("v=spf1"), "{zone}");
+    assert!(zone.contains("_dmarc.example.org."), "{zone}");
+    for line in zone
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with(';'))
+    {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            fields.len() >= 4 && fields.contains(&"IN"),
+            "not a zone line: {line}"
+        );
+        assert!(fields[0].ends_with('.'), "owner not absolute: {line}");
+    }
+    let out = s.cli(&["dns", "not a domain"], None);
+    assert!(!out.status.success());
+}

@@ -89,3 +89,27 @@ fn lda_exit_codes() {
         "body not byte-exact"
     );
 }
+
+#[test]
+fn fetchmail_keep_and_nokeep() {
+    if !common::have("fetchmail") {
+        eprintln!("fetchmail not installed (.ci/run installs it); skipped");
+        return;
+    }
+    let s = Setup::new("", "");
+    s.add_user("alice@localhost", "wonderland");
+    let _server = s.start("serve", s.ports.pop3s);
+    let work = s.dir.path().join("fetchmail");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = python(
+        "fetchmail_flow.py",
+        &[
+            s.ports.lmtp.to_string(),
+            s.ports.pop3s.to_string(),
+            "alice@localhost".into(),
+            "wonderland".into(),
+            work.display().to_string(),
+        ],
+    );
+    assert!(out.starts_with("fetchmail ok 200"), "{out}");
+}

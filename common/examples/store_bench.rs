@@ -62,6 +62,46 @@ async fn deliveries(store: Store, n: usize, writers: usize, size: usize) -> (f64
     (rate, lat)
 }
 
+/// The file system alone: each writer creates a file in tmp/, fsyncs it, renames it into
+/// new/ and fsyncs new/ (what a durable Maildir delivery costs without any index).
+fn raw_baseline(dir: &tempfile::TempDir, n: usize, writers: usize, size: usize) -> (f64, Duration) {
+    use std::io::Write;
+    let (tmp, new) = (dir.path().join("tmp"), dir.path().join("new"));
+    std::fs::create_dir_all(&tmp).expect("mkdir");
+    std::fs::create_dir_all(&new).expect("mkdir");
+    let start = Instant::now();
+    let handles: Vec<_> = (0..writers)
+        .map(|w| {
+            let (tmp, new) = (tmp.clone(), new.clone());
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                let mut i = w;
+                while i < n {
+                    let t = Instant::now();
+                    let p = tmp.join(i.to_string());
+                    let mut f = std::fs::File::create_new(&p).expect("create");
+                    f.write_all(&message(i, size)).expect("write");
+                    f.sync_all().expect("fsync");
+                    std::fs::rename(&p, new.join(i.to_string())).expect("rename");
+                    std::fs::File::open(&new)
+                        .and_then(|d| d.sync_all())
+                        .expect("fsync dir");
+                    lat.push(t.elapsed());
+                    i += writers;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("thread"))
+        .collect();
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    lat.sort();
+    (rate, percentile(&lat, 0.99))
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<usize> = std::env::args()
@@ -74,6 +114,22 @@ async fn main() {
     let big = args.get(3).copied().unwrap_or(100_000);
     let base = std::env::var("STORE_BENCH_DIR").map_or_else(|_| std::env::temp_dir(), Into::into);
     println!("store_bench: {n} deliveries of {size} bytes, {writers} concurrent writers");
+    // Every directory is kept until the end: deleting 20,000 files (with `discard`) slows
+    // the disk down for the next phase. Each phase starts on a synced, settled disk.
+    let mut keep = Vec::new();
+    let settle = || {
+        // SAFETY: sync() has no preconditions.
+        unsafe { libc::sync() };
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let raw_dir = tempfile::tempdir_in(&base).expect("temp dir");
+    settle();
+    let (raw, raw_p99) = raw_baseline(&raw_dir, n, writers, size);
+    keep.push(raw_dir);
+    println!(
+        "raw fs   {raw:8.0} files/s        (write+fsync+rename+fsync dir, no index; p99 {:6.2} ms)",
+        raw_p99.as_secs_f64() * 1e3
+    );
     for kind in ["maildir", "mbox"] {
         let dir = tempfile::tempdir_in(&base).expect("temp dir");
         let cfg = if kind == "maildir" {
@@ -81,7 +137,9 @@ async fn main() {
         } else {
             StoreConfig::mbox(dir.path(), "spool/{localpart}")
         };
+        settle();
         let (rate, lat) = deliveries(Store::new(cfg), n, writers, size).await;
+        keep.push(dir);
         println!(
             "{kind:8} {rate:8.0} deliveries/s   latency p50 {:6.2} ms  p99 {:6.2} ms  max {:6.2} ms",
             percentile(&lat, 0.50).as_secs_f64() * 1e3,

@@ -140,6 +140,7 @@ impl Authenticator {
             }
             _ => {
                 self.throttle.record_failure(ip, login);
+                crate::metrics::inc(crate::metrics::Counter::AuthFailures);
                 tracing::info!(%ip, login, "authentication failed");
                 Ok(None)
             }

@@ -31,6 +31,22 @@ pub enum ContextError {
     Bind(#[from] BindError),
 }
 
+/// Sockets bound per service, before the context exists.
+pub type BoundListeners = HashMap<Service, Vec<std::net::TcpListener>>;
+
+/// Bind the configured addresses of these services. The binary calls this as root, before it
+/// drops privileges and opens the context as the unprivileged user.
+pub fn bind_services(config: &Config, services: &[Service]) -> Result<BoundListeners, BindError> {
+    let mut bound = BoundListeners::new();
+    for service in services {
+        let addrs = config.listen_addrs(*service);
+        if !addrs.is_empty() {
+            bound.insert(*service, crate::net::bind(*service, addrs)?);
+        }
+    }
+    Ok(bound)
+}
+
 /// Everything a daemon needs. Cheap to share as `Arc<Context>`.
 pub struct Context {
     pub config: Arc<Config>,
@@ -94,18 +110,19 @@ impl Context {
         }))
     }
 
-    /// Bind the configured addresses of these services (do this before dropping privileges).
+    /// Bind the configured addresses of these services.
     pub fn bind(&self, services: &[Service]) -> Result<(), ContextError> {
-        let mut bound = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-        for service in services {
-            let addrs = self.config.listen_addrs(*service);
-            if addrs.is_empty() {
-                continue;
-            }
-            let listeners = crate::net::bind(*service, addrs)?;
-            bound.entry(*service).or_default().extend(listeners);
-        }
+        let bound = bind_services(&self.config, services)?;
+        self.adopt_listeners(bound);
         Ok(())
+    }
+
+    /// Take over sockets bound earlier by [`bind_services`] (before privileges were dropped).
+    pub fn adopt_listeners(&self, bound: BoundListeners) {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        for (service, l) in bound {
+            listeners.entry(service).or_default().extend(l);
+        }
     }
 
     /// The bound sockets of a service, handed over once to the daemon that serves it.

@@ -8,11 +8,15 @@ pub mod auth;
 pub mod config;
 pub mod context;
 pub mod directory;
+pub mod dns_records;
+pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod password;
 pub mod sasl;
 pub mod store;
 pub mod tls;
+pub mod tls_reload;
 
 pub use address::Address;
 pub use auth::Authenticator;

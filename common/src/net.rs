@@ -353,6 +353,7 @@ where
             );
             continue;
         };
+        crate::metrics::connection_accepted(options.service);
         let handler = handler.clone();
         let tls = options.implicit_tls.clone();
         shutdown.spawn(

@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
+use crate::tls_reload::ReloadableCert;
 
 /// Errors while setting up TLS.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +34,10 @@ pub enum TlsError {
 pub struct Tls {
     pub acceptor: TlsAcceptor,
     pub server_config: Arc<ServerConfig>,
-    /// SHA-256 of the leaf certificate (DER), as colon-separated hex: what users pin.
-    pub fingerprint: String,
+    /// The certificate handed out, replaced by [`Tls::reload`].
+    pub cert: Arc<ReloadableCert>,
     pub cert_path: PathBuf,
+    pub key_path: PathBuf,
     /// True when hermod generated the certificate itself.
     pub self_signed: bool,
 }
@@ -53,47 +53,14 @@ pub fn sha256_fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let data = std::fs::read(path).map_err(|e| TlsError::Certificate {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&data)
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Certificate {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::Certificate {
-            path: path.to_path_buf(),
-            reason: "no PEM certificate in the file".into(),
-        });
-    }
-    Ok(certs)
-}
-
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let data = std::fs::read(path).map_err(|e| TlsError::Key {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    PrivateKeyDer::from_pem_slice(&data).map_err(|e| TlsError::Key {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
-}
-
-/// A rustls server config for TLS 1.2 and 1.3 with the ring provider.
-pub fn server_config(
-    certs: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<Arc<ServerConfig>, TlsError> {
+/// A rustls server config for TLS 1.2 and 1.3 with the ring provider, whose certificate
+/// comes from `cert` at every handshake (so a reload takes effect without a restart).
+pub fn server_config(cert: Arc<ReloadableCert>) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(cert);
     Ok(Arc::new(config))
 }
 
@@ -167,17 +134,28 @@ impl Tls {
         key_path: &Path,
         self_signed: bool,
     ) -> Result<Tls, TlsError> {
-        let certs = load_certs(cert_path)?;
-        let key = load_key(key_path)?;
-        let fingerprint = sha256_fingerprint(certs[0].as_ref());
-        let server_config = server_config(certs, key)?;
+        let cert = ReloadableCert::from_files(cert_path, key_path)?;
+        let server_config = server_config(cert.clone())?;
         Ok(Tls {
             acceptor: TlsAcceptor::from(server_config.clone()),
             server_config,
-            fingerprint,
+            cert,
             cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
             self_signed,
         })
+    }
+
+    /// SHA-256 of the current leaf certificate (DER), as colon-separated hex: what users pin.
+    pub fn fingerprint(&self) -> String {
+        self.cert.fingerprint()
+    }
+
+    /// Read the certificate files again (SIGHUP after a renewal). New connections get the new
+    /// certificate; open sessions keep theirs. On error the old certificate stays.
+    pub fn reload(&self) -> Result<String, TlsError> {
+        self.cert.reload(&self.cert_path, &self.key_path)?;
+        Ok(self.fingerprint())
     }
 }
 
@@ -192,8 +170,8 @@ mod tests {
         config.data_dir = tmp.path().to_path_buf();
         let a = Tls::load(&config).unwrap();
         let b = Tls::load(&config).unwrap();
-        assert_eq!(a.fingerprint, b.fingerprint);
-        assert_eq!(a.fingerprint.len(), 32 * 3 - 1);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint().len(), 32 * 3 - 1);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(tmp.path().join("tls/key.pem"))
             .unwrap()

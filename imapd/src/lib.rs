@@ -1,1 +1,22 @@
-//! hermod-imapd: the IMAP server (being built; not part of this snapshot yet).
+//! hermod-imapd: the IMAP server (IMAP4rev1 with the extensions clients use).
+//!
+//! Layers, outside in: [`server`] accepts connections and runs the socket loop (TLS,
+//! STARTTLS, COMPRESS, timeouts); [`framer`] cuts the byte stream into commands;
+//! [`session`] is the state machine, with one file per command under `cmd/`; [`mime`]
+//! builds ENVELOPE, BODYSTRUCTURE and BODY[section] from message bytes.
+
+pub mod cmd;
+pub mod compress;
+pub mod date;
+pub mod extended;
+pub mod framer;
+pub mod mime;
+pub mod output;
+pub mod sequence;
+pub mod server;
+pub mod session;
+pub mod wire;
+
+#[cfg(test)]
+pub(crate) mod testing;
+pub use server::{ServeError, serve};

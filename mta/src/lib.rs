@@ -2,8 +2,8 @@
 //!
 //! - [`session`]: the sans-I/O SMTP server session (ports 25, 587, 465).
 //! - [`queue`]: the durable queue (`<data_dir>/queue/`) and the local delivery runner.
-//! - [`delivery`]: the [`LocalDelivery`] trait the MDA implements; [`lmtp_client`] implements
-//!   it over LMTP when the MTA runs apart from the MDA.
+//! - [`delivery`]: the [`LocalDelivery`] trait the queue runner calls: [`mda_delivery`]
+//!   implements it with the MDA in-process, [`lmtp_client`] over LMTP.
 //! - [`server`]: the daemon: listeners, the socket loop, [`serve`].
 //! - [`bounce`]: delivery status notifications (RFC 3464).
 //! - [`envelope`]: the envelope of an accepted message and its queue id.
@@ -12,6 +12,8 @@ pub mod bounce;
 pub mod delivery;
 pub mod envelope;
 pub mod lmtp_client;
+pub mod mda_delivery;
+pub mod outbound;
 pub mod queue;
 pub mod server;
 pub mod session;
@@ -19,6 +21,7 @@ pub mod session;
 pub use delivery::{DeliveryError, FailureKind, LocalDelivery};
 pub use envelope::{Envelope, EnvelopeRecipient, QueueId};
 pub use lmtp_client::{LmtpAddress, LmtpClient};
+pub use mda_delivery::MdaDelivery;
 pub use queue::Queue;
 pub use queue::runner::{LocalRunner, RunnerSettings};
 pub use server::{MtaError, queue_dir, serve, serve_with};

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use crate::delivery::LocalDelivery;
 use crate::envelope::{Envelope, EnvelopeRecipient, QueueId};
 use crate::lmtp_client::{LmtpAddress, LmtpClient};
+use crate::mda_delivery::MdaDelivery;
 use crate::queue::runner::{LocalRunner, RunnerSettings};
 use crate::queue::{Queue, QueueError};
 use crate::session::{
@@ -41,8 +42,6 @@ pub enum MtaError {
     Queue(#[from] QueueError),
     #[error("cannot look up local domains: {0}")]
     Directory(#[from] hermod_common::directory::DirectoryError),
-    #[error("no local delivery: set lmtp_upstream, lmtp_socket, or enable the LMTP listener")]
-    NoLocalDelivery,
 }
 
 /// The queue directory of a config: `<data_dir>/queue`.
@@ -50,34 +49,42 @@ pub fn queue_dir(config: &Config) -> PathBuf {
     config.data_dir.join("queue")
 }
 
-/// Runs the MTA until `shutdown`, handing local mail to an LMTP server: `lmtp_upstream` if
-/// set, else this host's own LMTP listener (`hermod mda`, or the MDA inside `hermod serve`),
-/// else `lmtp_socket`.
+/// Runs the MTA until `shutdown`. Local mail is filed by the MDA in this process (the store
+/// is shared with other processes, IMAP sees it at once), or handed over LMTP to
+/// `lmtp_upstream` when that is set (an MDA on another host or under another user).
 pub async fn serve(ctx: Arc<Context>, shutdown: Shutdown) -> Result<(), MtaError> {
-    let config = &ctx.config;
-    let address = config
-        .lmtp_upstream
-        .map(LmtpAddress::Tcp)
-        .or_else(|| {
-            config
-                .listen_addrs(Service::Lmtp)
-                .first()
-                .map(|a| LmtpAddress::Tcp(connectable(*a)))
-        })
-        .or_else(|| config.lmtp_socket.clone().map(LmtpAddress::Unix))
-        .ok_or(MtaError::NoLocalDelivery)?;
-    tracing::info!(lmtp = ?address, "local delivery over LMTP");
-    let delivery = LmtpClient::new(address, config.myhostname.clone());
-    serve_with(ctx, shutdown, Arc::new(delivery)).await
+    let queue = Arc::new(Queue::open(queue_dir(&ctx.config)).await?);
+    match ctx.config.lmtp_upstream {
+        Some(upstream) => {
+            tracing::info!(lmtp = %upstream, "local delivery over LMTP");
+            let delivery =
+                LmtpClient::new(LmtpAddress::Tcp(upstream), ctx.config.myhostname.clone());
+            run(ctx, shutdown, queue, Arc::new(delivery)).await
+        }
+        None => {
+            let mda = hermod_mda::Delivery::from_context(&ctx);
+            let delivery = MdaDelivery::new(mda, queue.clone());
+            run(ctx, shutdown, queue, Arc::new(delivery)).await
+        }
+    }
 }
 
-/// Runs the MTA until `shutdown` with the given local delivery (the MDA in-process).
+/// Runs the MTA until `shutdown` with the given local delivery.
 pub async fn serve_with<D: LocalDelivery>(
     ctx: Arc<Context>,
     shutdown: Shutdown,
     delivery: Arc<D>,
 ) -> Result<(), MtaError> {
     let queue = Arc::new(Queue::open(queue_dir(&ctx.config)).await?);
+    run(ctx, shutdown, queue, delivery).await
+}
+
+async fn run<D: LocalDelivery>(
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+    queue: Arc<Queue>,
+    delivery: Arc<D>,
+) -> Result<(), MtaError> {
     let recovery = queue.recover().await?;
     if recovery.partial_files + recovery.orphan_files > 0 || !recovery.missing_files.is_empty() {
         tracing::warn!(?recovery, "queue recovered after an unclean stop");
@@ -95,6 +102,17 @@ pub async fn serve_with<D: LocalDelivery>(
     );
     let token = shutdown.token().clone();
     shutdown.spawn(runner.run(token));
+
+    // Remote recipients: the outbound engine (src/outbound) works on the same queue.
+    let (outbound_ctx, outbound_queue, outbound_shutdown) =
+        (ctx.clone(), queue.clone(), shutdown.clone());
+    shutdown.spawn(async move {
+        let result =
+            crate::outbound::run_outbound(outbound_ctx, outbound_queue, outbound_shutdown).await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "outbound delivery stopped");
+        }
+    });
 
     let postmaster_domain = postmaster_domain(&ctx).await?;
     let mut loops = JoinSet::new();
@@ -174,19 +192,6 @@ async fn postmaster_domain(ctx: &Context) -> Result<String, MtaError> {
         .into_iter()
         .next()
         .unwrap_or_else(|| config.mydomain.clone()))
-}
-
-/// A wildcard listen address is reached through loopback.
-fn connectable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
-    let mut addr = addr;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    addr
 }
 
 /// What every connection of one listener shares.

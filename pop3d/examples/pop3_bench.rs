@@ -9,6 +9,10 @@
 //! The server is hermod's `serve` in this process on a loopback port with a temporary data dir
 //! (Maildir). `--tls` uses implicit TLS (port 995 style); `--pipeline` keeps DEPTH RETRs in
 //! flight (RFC 2449 PIPELINING) instead of waiting for each answer as fetchmail does.
+//!
+//! To compare with another server on the same machine (Dovecot), write the same messages
+//! into a Maildir with `--write-maildir DIR`, point the other server at it, and run
+//! `--server HOST:PORT --user U --password P` (plain TCP, USER/PASS).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +30,12 @@ struct Args {
     size: usize,
     tls: bool,
     pipeline: usize,
+    user: String,
+    password: String,
+    /// Benchmark this server instead of hermod's.
+    server: Option<SocketAddr>,
+    /// Only write the messages into this Maildir.
+    write_maildir: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -34,19 +44,33 @@ fn parse_args() -> Result<Args, String> {
         size: 5 * 1024,
         tls: false,
         pipeline: 1,
+        user: USER.to_string(),
+        password: PASSWORD.to_string(),
+        server: None,
+        write_maildir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
-        let mut value = |name: &str| -> Result<usize, String> {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| format!("{name} needs a number"))
+        let mut text = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let number = |name: &str, v: String| {
+            v.parse::<usize>()
+                .map_err(|_| format!("{name} needs a number"))
         };
         match a.as_str() {
-            "--messages" => args.messages = value("--messages")?,
-            "--size" => args.size = value("--size")?,
-            "--pipeline" => args.pipeline = value("--pipeline")?.max(1),
+            "--messages" => args.messages = number(&a, text(&a)?)?,
+            "--size" => args.size = number(&a, text(&a)?)?,
+            "--pipeline" => args.pipeline = number(&a, text(&a)?)?.max(1),
             "--tls" => args.tls = true,
+            "--user" => args.user = text(&a)?,
+            "--password" => args.password = text(&a)?,
+            "--server" => {
+                args.server = Some(
+                    text(&a)?
+                        .parse()
+                        .map_err(|_| "--server needs HOST:PORT".to_string())?,
+                )
+            }
+            "--write-maildir" => args.write_maildir = Some(text(&a)?.into()),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -77,6 +101,28 @@ fn message(i: usize, size: usize) -> Vec<u8> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
+    if let Some(dir) = &args.write_maildir {
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        for i in 0..args.messages {
+            std::fs::write(
+                dir.join("cur")
+                    .join(format!("{}.{i}.bench:2,", 1_700_000_000 + i)),
+                message(i, args.size),
+            )?;
+        }
+        println!("wrote {} messages into {}", args.messages, dir.display());
+        return Ok(());
+    }
+    if let Some(addr) = args.server {
+        for round in ["first login", "second login"] {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            download(BufReader::with_capacity(64 * 1024, tcp), &args, round).await?;
+        }
+        return Ok(());
+    }
     let tmp = tempfile::tempdir()?;
     let mut config = Config::defaults(true);
     config.data_dir = tmp.path().join("data");
@@ -160,9 +206,9 @@ async fn download<S: AsyncRead + AsyncWrite + Unpin>(
     let mut line = Vec::new();
     read_status(&mut c, &mut line).await?;
     let login = Instant::now();
-    command(&mut c, &format!("USER {USER}")).await?;
+    command(&mut c, &format!("USER {}", args.user)).await?;
     read_status(&mut c, &mut line).await?;
-    command(&mut c, &format!("PASS {PASSWORD}")).await?;
+    command(&mut c, &format!("PASS {}", args.password)).await?;
     read_status(&mut c, &mut line).await?;
     let login_time = login.elapsed();
     command(&mut c, "STAT").await?;
@@ -178,6 +224,7 @@ async fn download<S: AsyncRead + AsyncWrite + Unpin>(
         .ok_or("bad STAT")?;
 
     let started = Instant::now();
+    let cpu_before = process_cpu_seconds();
     let mut received = 0u64;
     let mut sent = 0;
     let mut done = 0;
@@ -201,13 +248,14 @@ async fn download<S: AsyncRead + AsyncWrite + Unpin>(
         done += 1;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds().zip(cpu_before).map(|(a, b)| a - b);
     command(&mut c, "QUIT").await?;
     read_status(&mut c, &mut line).await?;
     if received != octets {
         return Err(format!("received {received} octets, STAT said {octets}").into());
     }
     println!(
-        "{round}: login {:.0} ms; RETR x {count} in {elapsed:.2} s: {:.0} messages/s, {:.1} MB/s{}{}",
+        "{round}: login {:.0} ms; RETR x {count} in {elapsed:.2} s: {:.0} messages/s, {:.1} MB/s{}{}{}",
         login_time.as_secs_f64() * 1000.0,
         count as f64 / elapsed,
         received as f64 / elapsed / 1e6,
@@ -217,8 +265,19 @@ async fn download<S: AsyncRead + AsyncWrite + Unpin>(
         } else {
             String::new()
         },
+        cpu.map(|c| format!(" (CPU of this process: {c:.2} s)"))
+            .unwrap_or_default(),
     );
     Ok(())
+}
+
+/// User + system CPU time of this process (server and client together), from /proc.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 async fn command<S: AsyncRead + AsyncWrite + Unpin>(

@@ -7,7 +7,7 @@
 //! the expunge fails, the `\Deleted` flags this session added are taken back, so the maildrop
 //! is as before and the client is told `-ERR`.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -26,8 +26,10 @@ pub const INBOX: &str = "INBOX";
 /// How many tasks read messages at once to learn their sizes on a first login.
 const SIZE_READERS: usize = 4;
 
-/// Messages up to this size are read ahead (see [`Prefetch`]).
-const PREFETCH_MAX_SIZE: u64 = 1024 * 1024;
+/// Messages up to this size are read ahead (see [`ReadAhead`]).
+const READ_AHEAD_MAX_SIZE: u64 = 1024 * 1024;
+/// How many messages are read ahead.
+const READ_AHEAD: usize = 4;
 
 /// A [`Backend`] on the real store, one per connection.
 pub struct StoreBackend {
@@ -41,54 +43,80 @@ struct OpenMaildrop {
     store: UserStore,
     /// The listing as sent to the session: (uid, size), ascending UID.
     listed: Vec<ListedMessage>,
-    prefetch: Option<Prefetch>,
+    ahead: ReadAhead,
     _lock: MaildropLock,
 }
 
-/// The message after the one just sent, read while the client is still receiving: clients
-/// download in order (RETR 1, RETR 2, ...; fetchmail's `TOP n 99999999` too), so the store's
-/// lookup and file read overlap with the network round trip instead of adding to it.
-struct Prefetch {
-    uid: Uid,
-    task: tokio::task::JoinHandle<Result<Vec<u8>, StoreError>>,
+/// Reads of the next few messages after the one just sent, running while the client is
+/// still receiving. Clients download in order (RETR 1, RETR 2, ...; fetchmail's
+/// `TOP n 99999999` too), so the store's index lookup and file read overlap with the network
+/// round trip and with each other instead of adding up.
+#[derive(Default)]
+struct ReadAhead {
+    reads: VecDeque<(Uid, MessageRead)>,
+}
+
+/// A running read of one message.
+type MessageRead = tokio::task::JoinHandle<Result<Vec<u8>, StoreError>>;
+
+impl ReadAhead {
+    /// The read of `uid` if one is running; reads of messages before it are dropped (the
+    /// client skipped them), and all of them if `uid` is not in the window.
+    fn take(&mut self, uid: Uid) -> Option<MessageRead> {
+        while let Some((first, task)) = self.reads.pop_front() {
+            if first == uid {
+                return Some(task);
+            }
+            task.abort();
+            if first > uid {
+                self.clear();
+                return None;
+            }
+        }
+        None
+    }
+
+    fn clear(&mut self) {
+        for (_, task) in self.reads.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.clear();
+    }
 }
 
 impl OpenMaildrop {
-    /// Start reading the message after `uid` in the listing, if it is small enough.
-    fn prefetch_after(&mut self, uid: Uid) {
-        let next = match self.listed.binary_search_by_key(&uid, |m| m.uid) {
-            Ok(i) => self.listed.get(i + 1),
-            Err(_) => None,
-        };
-        if let Some(next) = next.filter(|m| m.size <= PREFETCH_MAX_SIZE) {
-            let store = self.store.clone();
-            let next_uid = next.uid;
-            self.prefetch = Some(Prefetch {
-                uid: next_uid,
-                task: tokio::spawn(async move { store.read(INBOX, next_uid).await }),
-            });
-        }
-    }
-
-    /// The message, from the read-ahead if it is the one, else read now.
+    /// The message, from the read-ahead if it is there, else read now.
     async fn read(&mut self, uid: Uid) -> Result<Vec<u8>, StoreError> {
-        if let Some(p) = self.prefetch.take() {
-            if p.uid == uid {
-                if let Ok(result) = p.task.await {
-                    return result;
-                }
-            } else {
-                p.task.abort();
-            }
+        if let Some(task) = self.ahead.take(uid)
+            && let Ok(result) = task.await
+        {
+            return result;
         }
         self.store.read(INBOX, uid).await
     }
-}
 
-impl Drop for OpenMaildrop {
-    fn drop(&mut self) {
-        if let Some(p) = self.prefetch.take() {
-            p.task.abort();
+    /// Keep the next [`READ_AHEAD`] small messages after `uid` being read.
+    fn read_ahead_after(&mut self, uid: Uid) {
+        let Ok(i) = self.listed.binary_search_by_key(&uid, |m| m.uid) else {
+            return;
+        };
+        let last_started = self.ahead.reads.back().map(|(u, _)| *u);
+        for next in self.listed[i + 1..].iter().take(READ_AHEAD) {
+            if next.size > READ_AHEAD_MAX_SIZE {
+                break;
+            }
+            if last_started.is_some_and(|u| next.uid <= u) {
+                continue;
+            }
+            let store = self.store.clone();
+            let next_uid = next.uid;
+            let task = tokio::spawn(async move { store.read(INBOX, next_uid).await });
+            self.ahead.reads.push_back((next_uid, task));
         }
     }
 }
@@ -124,7 +152,7 @@ impl StoreBackend {
         self.open = Some(OpenMaildrop {
             store,
             listed: messages.clone(),
-            prefetch: None,
+            ahead: ReadAhead::default(),
             _lock: lock,
         });
         Ok(LoginOutcome::Opened(Listing {
@@ -139,6 +167,12 @@ impl StoreBackend {
             temporary: false,
             message: "no maildrop is open".into(),
         })
+    }
+
+    fn stop_reading_ahead(&mut self) {
+        if let Some(open) = self.open.as_mut() {
+            open.ahead.clear();
+        }
     }
 
     /// Mark messages \Seen; a failure is logged, not fatal (the mail itself is safe).
@@ -227,7 +261,7 @@ impl Backend for StoreBackend {
             message: "no maildrop is open".into(),
         })?;
         let result = open.read(uid).await;
-        open.prefetch_after(uid);
+        open.read_ahead_after(uid);
         match result {
             Ok(m) => Ok(Some(m)),
             Err(StoreError::NoSuchMessage(_)) => Ok(None),
@@ -236,6 +270,7 @@ impl Backend for StoreBackend {
     }
 
     async fn update(&mut self, retrieved: &[Uid], deleted: &[Uid]) -> Result<(), BackendError> {
+        self.stop_reading_ahead();
         self.mark_seen(retrieved).await;
         let result = self.remove(deleted).await;
         self.open = None;
@@ -243,6 +278,7 @@ impl Backend for StoreBackend {
     }
 
     async fn release(&mut self, retrieved: &[Uid]) {
+        self.stop_reading_ahead();
         self.mark_seen(retrieved).await;
         self.open = None;
     }

@@ -49,7 +49,7 @@ async fn stls_then_every_command() {
     );
     assert!(c.cmd("STAT").await.starts_with("-ERR"));
 
-    let mut c = c.stls(&server.ctx.tls.fingerprint).await;
+    let mut c = c.stls(&server.ctx.tls.fingerprint()).await;
     let (_, capa) = c.cmd_multi("CAPA").await;
     let capa = String::from_utf8(capa).unwrap();
     assert!(
@@ -187,7 +187,11 @@ async fn second_session_gets_in_use_and_imap_keeps_working() {
     server.deliver(&[PLAIN]).await;
     let mut first = server.logged_in().await;
 
-    let mut second = server.plain().await.stls(&server.ctx.tls.fingerprint).await;
+    let mut second = server
+        .plain()
+        .await
+        .stls(&server.ctx.tls.fingerprint())
+        .await;
     assert!(second.cmd(&format!("USER {USER}")).await.starts_with("+OK"));
     let reply = second.cmd(&format!("PASS {PASSWORD}")).await;
     assert!(reply.starts_with("-ERR [IN-USE]"), "{reply}");
@@ -283,7 +287,7 @@ async fn commands_after_stls_in_the_same_packet_are_discarded() {
     // Give the server time to have read the injected line before the handshake.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let tcp = c.into_tcp();
-    let tls = support::connector(&server.ctx.tls.fingerprint)
+    let tls = support::connector(&server.ctx.tls.fingerprint())
         .connect(
             rustls::pki_types::ServerName::try_from("localhost").unwrap(),
             tcp,
@@ -456,4 +460,24 @@ async fn imap_changes_during_a_session() {
     let inbox = server.inbox().await;
     let left: Vec<u32> = inbox.messages.iter().map(|m| m.uid).collect();
     assert_eq!(left, vec![uids[2]]);
+}
+
+#[tokio::test]
+async fn messages_come_back_right_in_any_order() {
+    // The backend reads ahead in listing order; jumping around must still give each
+    // message its own bytes.
+    let server = TestServer::start(Options::default()).await;
+    let messages: Vec<Vec<u8>> = (1..=8)
+        .map(|i| format!("From: n{i}@example.org\r\nSubject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
+        .collect();
+    let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
+    server.deliver(&refs).await;
+    let mut c = server.logged_in().await;
+    for n in [1, 2, 5, 3, 8, 7, 1, 6, 4, 2] {
+        let (status, body) = c.cmd_multi(&format!("RETR {n}")).await;
+        assert!(status.starts_with("+OK"), "{status}");
+        assert_eq!(body, messages[n - 1], "RETR {n}");
+        let (_, top) = c.cmd_multi(&format!("TOP {} 0", n % 8 + 1)).await;
+        assert!(top.starts_with(format!("From: n{}@", n % 8 + 1).as_bytes()));
+    }
 }

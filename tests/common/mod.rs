@@ -56,8 +56,15 @@ impl Setup {
             http: free_port(),
         };
         let l = |p: u16| format!("listen = [\"127.0.0.1:{p}\"]");
+        // Tests never send traffic off this machine: DNS goes to a dead loopback port unless
+        // the test brings its own fake server.
+        let dns = if extra_sections.contains("[dns]") {
+            String::new()
+        } else {
+            "[dns]\nnameservers = [\"127.0.0.1:9\"]\n".to_string()
+        };
         let text = format!(
-            "{extra_top}\n[smtp]\n{}\n[submission]\n{}\n[submissions]\n{}\n[imap]\n{}\n[imaps]\n{}\n[pop3]\n{}\n[pop3s]\n{}\n[lmtp]\n{}\n[http]\n{}\n{extra_sections}\n",
+            "{extra_top}\n{dns}[smtp]\n{}\n[submission]\n{}\n[submissions]\n{}\n[imap]\n{}\n[imaps]\n{}\n[pop3]\n{}\n[pop3s]\n{}\n[lmtp]\n{}\n[http]\n{}\n{extra_sections}\n",
             l(ports.smtp),
             l(ports.submission),
             l(ports.submissions),

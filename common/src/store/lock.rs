@@ -139,19 +139,13 @@ fn take_dotlock(path: &Path, deadline: Instant) -> Result<Option<PathBuf>> {
 }
 
 impl MboxLock {
-    /// Dotlock + exclusive fcntl lock on `path` (created 0600 if missing), waiting at most
-    /// `timeout`, then `Temporary`. Blocking.
+    /// Dotlock + exclusive fcntl lock on the existing file `path`, waiting at most `timeout`,
+    /// then `Temporary`. Blocking.
     pub(super) fn exclusive(path: &Path, timeout: Duration) -> Result<MboxLock> {
         let deadline = Instant::now() + timeout;
         let dotlock = take_dotlock(path, deadline)?;
         let guard = DotlockGuard(dotlock);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
         let mut attempt = 0;
         while !ofd_lock(&file, libc::F_WRLCK)? {
             if Instant::now() >= deadline {
@@ -229,6 +223,7 @@ mod tests {
     fn second_lock_waits_then_fails_temporarily_and_stale_locks_are_broken() {
         let dir = tempfile::tempdir().unwrap();
         let mbox = dir.path().join("box");
+        fs::write(&mbox, b"").unwrap();
         let held = MboxLock::exclusive(&mbox, Duration::from_secs(1)).unwrap();
         assert!(dir.path().join("box.lock").exists());
         let t = Instant::now();

@@ -115,13 +115,14 @@ pub(super) fn rel_path(base: &str, in_cur: bool, flags: Flags, keywords: &[Strin
     }
 }
 
-/// Creates `dir/tmp/base` exclusively, writes `data`, sets its mtime to the internal date
-/// (so it survives an index rebuild) and fsyncs it. Returns the tmp path.
+/// Creates `dir/tmp/base` exclusively, writes `data`, sets its mtime to the internal date if
+/// one is given (so it survives an index rebuild; a delivery's is "now" anyway) and fsyncs
+/// it. Returns the tmp path.
 pub(super) fn write_tmp(
     dir: &Path,
     base: &str,
     data: &[u8],
-    internal_date: i64,
+    internal_date: Option<i64>,
 ) -> io::Result<PathBuf> {
     let path = dir.join("tmp").join(base);
     let mut f = OpenOptions::new()
@@ -131,8 +132,8 @@ pub(super) fn write_tmp(
         .open(&path)?;
     let res = (|| {
         f.write_all(data)?;
-        if internal_date >= 0 {
-            f.set_modified(UNIX_EPOCH + Duration::from_secs(internal_date as u64))?;
+        if let Some(date) = internal_date.filter(|d| *d >= 0) {
+            f.set_modified(UNIX_EPOCH + Duration::from_secs(date as u64))?;
         }
         f.sync_all()
     })();

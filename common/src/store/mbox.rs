@@ -116,8 +116,9 @@ fn parse_from_date(line: &[u8]) -> Option<i64> {
     Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + mi * 60 + s)
 }
 
-/// 64-bit FNV-1a over the message lines, skipping volatile header lines (and their
-/// continuations), so a message is still recognised after mutt adds `Status:`.
+/// 64-bit FNV-1a over the message lines (line ends as `\n`), skipping volatile header lines
+/// and their continuations, so a message is still recognised after mutt rewrote it
+/// (`Status:`, `Content-Length:`, `Lines:` added, header block with LF line ends).
 #[derive(Default)]
 struct Builder {
     from: u64,
@@ -166,7 +167,11 @@ impl Builder {
                 }
             }
         }
-        for b in line {
+        // Line ends count as "\n": mutt rewrites the header block with bare LFs.
+        let text = line
+            .strip_suffix(b"\n")
+            .map_or(line, |l| l.strip_suffix(b"\r").unwrap_or(l));
+        for b in text.iter().chain(line.ends_with(b"\n").then_some(&b'\n')) {
             self.hash = (self.hash ^ u64::from(*b)).wrapping_mul(FNV_PRIME);
         }
     }

@@ -104,22 +104,26 @@ pub(super) async fn committer(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<P
                 Err(_) => break,
             }
         }
-        let (replies, dirs) = match core.cfg.format {
+        let (replies, syncs) = match core.cfg.format {
             MailboxFormat::Maildir => core.commit_maildir(batch).await,
             MailboxFormat::Mbox => (core.commit_mbox(batch).await, Vec::new()),
         };
         if replies.iter().any(|r| r.1.is_ok()) {
             core.notifier.touch();
         }
-        // The directory fsync runs while the next batch is committed.
+        // Answer once the directory fsyncs (started right after the renames) are done; the
+        // next batch is committed meanwhile.
         tokio::spawn(async move {
-            let synced = blocking(move || {
-                for d in dirs {
-                    maildir::fsync_dir(&d)?;
+            let mut synced: Result<()> = Ok(());
+            for s in syncs {
+                let r = s
+                    .await
+                    .map_err(|e| StoreError::Io(io::Error::other(e)))
+                    .and_then(|r| r);
+                if synced.is_ok() {
+                    synced = r;
                 }
-                Ok(())
-            })
-            .await;
+            }
             for (reply, res) in replies {
                 let res = match (&synced, res) {
                     (Err(e), Ok(_)) => Err(StoreError::Io(io::Error::other(format!(
@@ -131,6 +135,18 @@ pub(super) async fn committer(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<P
             }
         });
     }
+}
+
+/// A directory fsync running on the blocking pool.
+type DirSync = tokio::task::JoinHandle<Result<()>>;
+
+fn spawn_dir_sync(dirs: Vec<PathBuf>) -> DirSync {
+    tokio::spawn(blocking(move || {
+        for d in dirs {
+            maildir::fsync_dir(&d)?;
+        }
+        Ok(())
+    }))
 }
 
 fn group_by_mailbox(batch: Vec<PendingAppend>) -> Vec<(String, Vec<PendingAppend>)> {
@@ -177,24 +193,58 @@ impl Core {
         queue: &mpsc::UnboundedSender<PendingAppend>,
     ) -> Result<Appended> {
         let keywords = check_keywords(keywords)?;
-        let row = self.resolve(mailbox).await?;
+        let canonical = self.canonical(mailbox)?;
+        // Fast path without an index lookup: the committer checks the mailbox.
+        match self
+            .append_once(&canonical, message, flags, &keywords, internal_date, queue)
+            .await
+        {
+            Err(StoreError::NoSuchMailbox(_)) => {
+                // Perhaps made by another tool and not indexed yet.
+                let row = self.resolve(&canonical).await?;
+                self.append_once(&row.name, message, flags, &keywords, internal_date, queue)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn append_once(
+        &self,
+        canonical: &str,
+        message: &[u8],
+        flags: Flags,
+        keywords: &[String],
+        internal_date: Option<i64>,
+        queue: &mpsc::UnboundedSender<PendingAppend>,
+    ) -> Result<Appended> {
         let date = internal_date.unwrap_or_else(|| unix_now() as i64);
         let size = message.len() as u64;
         let data = match self.cfg.format {
             MailboxFormat::Maildir => {
                 let base = maildir::new_base(size);
-                let dir = self.mailbox_path(&row.name);
+                let dir = self.mailbox_path(canonical);
                 let (b, bytes) = (base.clone(), message.to_vec());
-                let tmp = blocking(move || Ok(maildir::write_tmp(&dir, &b, &bytes, date)?)).await?;
+                let name = canonical.to_string();
+                let tmp =
+                    blocking(
+                        move || match maildir::write_tmp(&dir, &b, &bytes, internal_date) {
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                Err(StoreError::NoSuchMailbox(name))
+                            }
+                            other => Ok(other?),
+                        },
+                    )
+                    .await?;
                 PendingData::Maildir { tmp, base }
             }
             MailboxFormat::Mbox => PendingData::Mbox(message.to_vec()),
         };
         let (tx, rx) = oneshot::channel();
         let pending = PendingAppend {
-            mailbox: row.name,
+            mailbox: canonical.to_string(),
             flags,
-            keywords,
+            keywords: keywords.to_vec(),
             date,
             size,
             data,
@@ -209,8 +259,8 @@ impl Core {
     }
 
     /// Renames a batch of tmp files into place and gives them UIDs in one transaction.
-    /// Returns the replies and the directories to fsync before answering.
-    async fn commit_maildir(&self, batch: Vec<PendingAppend>) -> (Vec<Reply>, Vec<PathBuf>) {
+    /// Returns the replies and the directory fsyncs to wait for before answering.
+    async fn commit_maildir(&self, batch: Vec<PendingAppend>) -> (Vec<Reply>, Vec<DirSync>) {
         let mut w = self.writer.lock().await;
         let mut tx = match w.begin().await {
             Ok(tx) => tx,
@@ -218,7 +268,7 @@ impl Core {
         };
         let mut replies: Vec<Reply> = Vec::new();
         let mut placed: Vec<PathBuf> = Vec::new();
-        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut syncs: Vec<DirSync> = Vec::new();
         let mut rows: Vec<MailboxRow> = Vec::new();
         let mut ok: Vec<(oneshot::Sender<Result<Appended>>, Appended)> = Vec::new();
         let result: Result<()> = async {
@@ -254,8 +304,19 @@ impl Core {
                     Ok((before, results, after))
                 })
                 .await?;
-                let mut used_new = false;
-                let mut used_cur = false;
+                let mut dirs = Vec::new();
+                for (p, res) in group.iter().zip(&results) {
+                    let d = dir.join(if goes_to_cur(p.flags, &p.keywords) {
+                        "cur"
+                    } else {
+                        "new"
+                    });
+                    if res.is_ok() && !dirs.contains(&d) {
+                        dirs.push(d);
+                    }
+                }
+                // The renames become durable while the index is updated.
+                syncs.push(spawn_dir_sync(dirs));
                 for (p, res) in group.into_iter().zip(results) {
                     let PendingData::Maildir { tmp, base } = p.data else {
                         continue;
@@ -267,11 +328,6 @@ impl Core {
                     }
                     let in_cur = goes_to_cur(p.flags, &p.keywords);
                     placed.push(dir.join(rel_path(&base, in_cur, p.flags, &p.keywords)));
-                    if in_cur {
-                        used_cur = true;
-                    } else {
-                        used_new = true;
-                    }
                     let uid = mb.next_uid(&mut tx);
                     let modseq = mb.next_modseq(&mut tx);
                     let row = MessageRow {
@@ -294,12 +350,6 @@ impl Core {
                             uid,
                         },
                     ));
-                }
-                if used_new {
-                    dirs.push(dir.join("new"));
-                }
-                if used_cur {
-                    dirs.push(dir.join("cur"));
                 }
                 record_own_change(&mut mb, before, after);
                 rows.push(mb);
@@ -331,7 +381,7 @@ impl Core {
                 replies.extend(ok.into_iter().map(|(r, _)| (r, Err(same_error(&e)))));
             }
         }
-        (replies, dirs)
+        (replies, syncs)
     }
 
     /// Appends a batch to mbox files: per mailbox, under its lock, one write and fsync.
@@ -370,9 +420,7 @@ impl Core {
         meta: Vec<(Flags, Vec<String>)>,
     ) -> Result<Vec<Appended>> {
         let mut w = self.writer.lock().await;
-        let path = self.mailbox_path(name);
-        let timeout = self.cfg.lock_timeout;
-        let lock = Arc::new(blocking(move || MboxLock::exclusive(&path, timeout)).await?);
+        let lock = self.lock_mbox(name).await?;
         let mut tx = w.begin().await?;
         let mut mb = index::mailbox_by_name(tx.conn(), name)
             .await?
@@ -758,9 +806,7 @@ impl Core {
         deleted_only: bool,
     ) -> Result<Vec<Uid>> {
         let mut w = self.writer.lock().await;
-        let path = self.mailbox_path(name);
-        let timeout = self.cfg.lock_timeout;
-        let lock = Arc::new(blocking(move || MboxLock::exclusive(&path, timeout)).await?);
+        let lock = self.lock_mbox(name).await?;
         let mut tx = w.begin().await?;
         let mut mb = index::mailbox_by_name(tx.conn(), name)
             .await?
@@ -1067,7 +1113,7 @@ fn place_copy(
                 .and_then(|n| n.to_str())
                 .ok_or_else(|| io::Error::other("bad destination"))?;
             let tmp_name = name.split(":2,").next().unwrap_or(name);
-            let tmp = maildir::write_tmp(dst_dir, tmp_name, &bytes, mtime)?;
+            let tmp = maildir::write_tmp(dst_dir, tmp_name, &bytes, Some(mtime))?;
             std::fs::rename(tmp, dst)?;
             if is_move {
                 std::fs::remove_file(&src)?;

@@ -209,10 +209,7 @@ impl Core {
 
     async fn sync_mbox(self: &Arc<Self>, canonical: &str) -> Result<MailboxRow> {
         let mut w = self.writer.lock().await;
-        let path = self.mailbox_path(canonical);
-        let timeout = self.cfg.lock_timeout;
-        let lock = blocking(move || MboxLock::exclusive(&path, timeout)).await?;
-        let lock = Arc::new(lock);
+        let lock = self.lock_mbox(canonical).await?;
         let mut tx = w.begin().await?;
         let mut mb = index::mailbox_by_name(tx.conn(), canonical)
             .await?

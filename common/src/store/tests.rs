@@ -372,10 +372,11 @@ async fn maildir_changes_behind_our_back_keep_uids() {
     let changed: Vec<u32> = ch.changed.iter().map(|m| m.uid).collect();
     assert_eq!(changed, vec![2, 4]);
 
-    // A folder made by another tool appears; one removed disappears.
+    // A folder made by another tool appears (and takes deliveries); one removed disappears.
     std::fs::create_dir_all(dir.join(".Lists.rust/cur")).unwrap();
     std::fs::create_dir_all(dir.join(".Lists.rust/new")).unwrap();
     std::fs::create_dir_all(dir.join(".Lists.rust/tmp")).unwrap();
+    assert_eq!(u.deliver("Lists/rust", &message(8)).await.unwrap(), 1);
     std::fs::remove_dir_all(dir.join(".Junk")).unwrap();
     let names: Vec<String> = u
         .list()
@@ -411,9 +412,10 @@ async fn mbox_changes_behind_our_back_keep_uids() {
         .filter(|p| !p.is_empty())
         .collect();
     assert_eq!(parts.len(), 3);
+    // As neomutt rewrites a message: Status/Content-Length/Lines added, LF-only blank line.
     let second = parts[1].replacen(
-        "Subject: message 1\r\n",
-        "Subject: message 1\r\nStatus: RO\r\n",
+        "Subject: message 1\r\n\r\n",
+        "Subject: message 1\r\nStatus: RO\nContent-Length: 15\nLines: 1\n\n",
         1,
     );
     let rewritten = format!(
@@ -811,8 +813,11 @@ async fn notifications_reach_another_store_within_a_second() {
         let watcher_store = open();
         let watcher = watcher_store.user("alice", "example.org").await.unwrap();
         let mut rx = watcher.watch();
-        // Let the watch task take its first look.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The watch task's first look ends with a Resync.
+        let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap();
+        assert_eq!(first, Some(Change::Resync));
         let writer_store = open();
         let writer = writer_store.user("alice", "example.org").await.unwrap();
 
@@ -866,4 +871,196 @@ async fn select_of_many_messages_is_one_fast_query() {
     );
     eprintln!("{n} messages: first select (indexing) {indexing:?}, second {again:?}");
     assert!(again < Duration::from_secs(1), "{again:?}");
+}
+
+/// Writes sample mailboxes for checking with mutt by hand:
+/// `HERMOD_STORE_DEMO_DIR=/tmp/demo cargo test -p hermod-common --lib write_demo -- --ignored`.
+#[tokio::test]
+#[ignore = "writes sample mailboxes for a manual mutt check"]
+async fn write_demo_mailboxes() {
+    let Ok(dir) = std::env::var("HERMOD_STORE_DEMO_DIR") else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    for store in [
+        maildir_store(&dir.join("maildir")),
+        mbox_store(&dir.join("mbox")),
+    ] {
+        let u = store.user("alice", "example.org").await.unwrap();
+        let mk = |subject: &str, body: &str| {
+            format!(
+                "From: Bob <bob@example.org>\r\nTo: alice@example.org\r\nSubject: {subject}\r\n\
+                 Date: Tue, 14 Nov 2023 22:13:20 +0000\r\nMessage-ID: <{subject}@example.org>\r\n\r\n{body}\r\n"
+            )
+            .into_bytes()
+        };
+        u.deliver("INBOX", &mk("first-unread", "hello"))
+            .await
+            .unwrap();
+        let uid = u
+            .deliver(
+                "INBOX",
+                &mk("second-seen-flagged", "From the start\r\n>From quoted"),
+            )
+            .await
+            .unwrap();
+        u.store(
+            "INBOX",
+            &[uid],
+            StoreMode::Add,
+            Flags::from_flags(&[Flag::Seen, Flag::Flagged]),
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+        u.append(
+            "INBOX",
+            &mk("third-replied", "re"),
+            Flags::from_flags(&[Flag::Seen, Flag::Answered]),
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+        u.create("Work/2024", None).await.unwrap();
+        u.deliver("Work/2024", &mk("in-a-folder", "work"))
+            .await
+            .unwrap();
+    }
+}
+
+/// Prints the sample mailboxes (after editing them with mutt):
+/// `HERMOD_STORE_DEMO_DIR=/tmp/demo cargo test -p hermod-common --lib print_demo -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "prints sample mailboxes for a manual mutt check"]
+async fn print_demo_mailboxes() {
+    let Ok(dir) = std::env::var("HERMOD_STORE_DEMO_DIR") else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    for (kind, store) in [
+        ("maildir", maildir_store(&dir.join("maildir"))),
+        ("mbox", mbox_store(&dir.join("mbox"))),
+    ] {
+        let u = store.user("alice", "example.org").await.unwrap();
+        let snap = u.select("INBOX", true).await.unwrap();
+        for m in &snap.messages {
+            let body = u.read("INBOX", m.uid).await.unwrap();
+            let text = String::from_utf8_lossy(&body);
+            let subject = text
+                .lines()
+                .find(|l| l.starts_with("Subject:"))
+                .unwrap_or("");
+            println!("{kind} uid {} flags [{}] {subject}", m.uid, m.flags);
+        }
+    }
+}
+
+/// A child process delivering until killed, printing each acknowledged delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by the kill -9 test as a child"]
+async fn child_deliver_until_killed() {
+    use std::io::Write;
+    let (Ok(dir), Ok(kind)) = (
+        std::env::var("HERMOD_STORE_CHILD_DIR"),
+        std::env::var("HERMOD_STORE_CHILD_KIND"),
+    ) else {
+        return;
+    };
+    let store = if kind == "maildir" {
+        maildir_store(Path::new(&dir))
+    } else {
+        mbox_store(Path::new(&dir))
+    };
+    let u = store.user("alice", "example.org").await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let u = u.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (t..).step_by(4) {
+                let uid = u.deliver("INBOX", &message(i)).await.unwrap();
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "ok {i} {uid}").unwrap();
+                out.flush().unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_deliveries_survive_kill_9() {
+    use tokio::io::AsyncBufReadExt;
+    let tmp = tempfile::tempdir().unwrap();
+    for kind in ["maildir", "mbox"] {
+        let dir = tmp.path().join(kind);
+        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store::tests::child_deliver_until_killed",
+                "--ignored",
+                "--nocapture",
+                "--quiet",
+            ])
+            .env("HERMOD_STORE_CHILD_DIR", &dir)
+            .env("HERMOD_STORE_CHILD_KIND", kind)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut acked: Vec<(usize, u32)> = Vec::new();
+        while acked.len() < 60 {
+            let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            let mut p = line.split_whitespace();
+            if let (Some("ok"), Some(i), Some(uid)) = (p.next(), p.next(), p.next()) {
+                acked.push((i.parse().unwrap(), uid.parse().unwrap()));
+            }
+        }
+        child.start_kill().unwrap(); // SIGKILL
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut p = line.split_whitespace();
+            if let (Some("ok"), Some(i), Some(uid)) = (p.next(), p.next(), p.next()) {
+                acked.push((i.parse().unwrap(), uid.parse().unwrap()));
+            }
+        }
+        child.wait().await.unwrap();
+
+        let store = if kind == "maildir" {
+            maildir_store(&dir)
+        } else {
+            mbox_store(&dir)
+        };
+        let u = store.user("alice", "example.org").await.unwrap();
+        let snap = u.select("INBOX", true).await.unwrap();
+        assert!(
+            snap.messages.len() >= acked.len(),
+            "{kind}: acknowledged messages lost"
+        );
+        for (i, uid) in &acked {
+            assert_eq!(
+                u.read("INBOX", *uid).await.unwrap(),
+                message(*i),
+                "{kind} uid {uid}"
+            );
+        }
+        // Whatever else is visible is whole: no partial message.
+        for m in &snap.messages {
+            let b = u.read("INBOX", m.uid).await.unwrap();
+            let text = String::from_utf8(b).unwrap();
+            assert!(
+                text.ends_with("\r\n") && text.contains("body of"),
+                "{kind}: partial {text:?}"
+            );
+        }
+        // And the next delivery works, with a higher UID.
+        let uid = u.deliver("INBOX", &message(9999)).await.unwrap();
+        assert!(snap.messages.iter().all(|m| m.uid < uid));
+    }
 }

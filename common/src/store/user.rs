@@ -15,6 +15,7 @@ use sqlx::sqlite::SqlitePool;
 use tokio::sync::mpsc;
 
 use super::index::{self, Alloc, MailboxRow, Writer};
+use super::lock::MboxLock;
 use super::messages::PendingAppend;
 use super::name::{self, INBOX};
 use super::watch::{UserNotifier, WatchHub};
@@ -203,6 +204,30 @@ impl Core {
             ));
         }
         Ok(c)
+    }
+
+    /// Locks an mbox mailbox file (the INBOX is re-created if another tool removed it).
+    pub(super) async fn lock_mbox(&self, canonical: &str) -> Result<Arc<MboxLock>> {
+        let path = self.mailbox_path(canonical);
+        let timeout = self.cfg.lock_timeout;
+        let (is_inbox, name) = (canonical == INBOX, canonical.to_string());
+        let lock = blocking(move || {
+            if is_inbox {
+                fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    .open(&path)?;
+            }
+            match MboxLock::exclusive(&path, timeout) {
+                Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                    Err(StoreError::NoSuchMailbox(name))
+                }
+                other => other,
+            }
+        })
+        .await?;
+        Ok(Arc::new(lock))
     }
 
     fn exists_on_disk(&self, canonical: &str) -> bool {
@@ -438,7 +463,7 @@ impl Core {
             match format {
                 MailboxFormat::Maildir => maildir::delete_folder(&root, &path)?,
                 MailboxFormat::Mbox => {
-                    let lock = super::lock::MboxLock::exclusive(&path, timeout)?;
+                    let lock = MboxLock::exclusive(&path, timeout)?;
                     fs::remove_file(&path)?;
                     drop(lock);
                     maildir::fsync_dir(&root)?;

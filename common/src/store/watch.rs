@@ -69,23 +69,39 @@ impl WatchHub {
                 }
             }
         }
-        let mut t = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut t = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+            for p in paths {
+                t.insert(p.clone(), Arc::downgrade(n));
+            }
+        }
+        // Not holding `targets`: the watcher's thread takes it in the callback while
+        // `watch` waits for that thread.
         if let Some(w) = guard.as_mut() {
             for p in paths {
                 if let Err(e) = w.watch(p, RecursiveMode::NonRecursive) {
                     tracing::warn!(path = %p.display(), error = %e, "cannot watch");
                 }
-                t.insert(p.clone(), Arc::downgrade(n));
             }
         }
     }
 
-    fn unwatch(&self, paths: &[PathBuf]) {
+    /// Stops watching `paths` for `n` (not for a newer notifier of the same user).
+    fn unwatch(&self, paths: &[PathBuf], n: &Arc<UserNotifier>) {
         let mut guard = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
-        let mut t = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        for p in paths {
-            t.remove(p);
-            if let Some(w) = guard.as_mut() {
+        let mine = Arc::downgrade(n);
+        let mut removed = Vec::new();
+        {
+            let mut t = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+            for p in paths {
+                if t.get(p).is_some_and(|w| w.ptr_eq(&mine)) {
+                    t.remove(p);
+                    removed.push(p);
+                }
+            }
+        }
+        if let Some(w) = guard.as_mut() {
+            for p in removed {
                 let _ = w.unwatch(p);
             }
         }
@@ -174,6 +190,9 @@ async fn run(n: Arc<UserNotifier>, core: Weak<Core>) {
     if let Some(c) = core.upgrade() {
         seen = mailbox_states(&c).await.ok();
     }
+    // Changes made between `watch()` and this first look were not compared: receivers
+    // re-check once.
+    let _ = n.tx.send(Change::Resync);
     loop {
         tokio::select! {
             _ = n.kick.notified() => {}
@@ -183,7 +202,7 @@ async fn run(n: Arc<UserNotifier>, core: Weak<Core>) {
             let mut running = n.running.lock().unwrap_or_else(|e| e.into_inner());
             if n.tx.receiver_count() == 0 {
                 *running = false;
-                n.hub.unwatch(&n.paths);
+                n.hub.unwatch(&n.paths, &n);
                 return;
             }
         }
@@ -191,7 +210,7 @@ async fn run(n: Arc<UserNotifier>, core: Weak<Core>) {
         let Some(c) = core.upgrade() else {
             let mut running = n.running.lock().unwrap_or_else(|e| e.into_inner());
             *running = false;
-            n.hub.unwatch(&n.paths);
+            n.hub.unwatch(&n.paths, &n);
             return;
         };
         // Other tools' changes to the INBOX only show once reconciled.

@@ -1,19 +1,23 @@
 //! The durable mail queue in `<data_dir>/queue/`.
 //!
-//! Each accepted message is a file `messages/<id>` (written to `tmp/`, fsynced, renamed, the
-//! directory fsynced) plus rows in the SQLite database `queue.db` (WAL, `synchronous=FULL`):
-//! the envelope, and per recipient its status (pending, deferred, sent, bounced), attempts,
-//! next attempt and last reply. The file is durable before the rows are committed, and the rows
-//! are committed before the session answers 250, so an accepted message survives `kill -9` and
-//! power loss. A file without rows is a message that was never acknowledged: [`Queue::recover`]
-//! removes it at daemon start.
+//! Each accepted message is a file `messages/<id>` (written to `tmp/`, fsynced, linked into
+//! `messages/`) plus rows in the SQLite database `queue.db` (WAL, `synchronous=FULL`): the
+//! envelope, and per recipient its status (pending, deferred, sent, bounced), attempts, next
+//! attempt and last reply. The file is durable before its rows are written; the directory
+//! fsync that makes its name durable and the commit of the rows happen before
+//! [`Queue::enqueue`] returns, and the session answers 250 only then, so an accepted message
+//! survives `kill -9` and power loss. Writes from all sessions and the runner go through one
+//! committer task that batches them (one directory fsync and one commit per batch): see
+//! `committer.rs`. A file without rows is a message that was never acknowledged:
+//! [`Queue::recover`] removes it at daemon start.
 //!
 //! Local recipients are delivered by [`runner::LocalRunner`]; remote recipients stay `pending`
 //! for the outbound engine, which uses [`Queue::due`] and [`Queue::record_attempts`] the same
 //! way. When no recipient of a message is pending or deferred any more, the message is
 //! completed: the bounce or success report, if any, is queued and the message removed, in one
-//! database transaction.
+//! database transaction. [`listing`] formats the queue for `hermod queue list|show`.
 
+mod committer;
 pub mod listing;
 pub mod runner;
 
@@ -29,8 +33,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::Notify as WakeSignal;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::envelope::{BodyType, DsnReturn, Envelope, Notify, QueueId};
 
@@ -46,6 +51,8 @@ pub enum QueueError {
     Task(#[from] tokio::task::JoinError),
     #[error("directory lookup: {0}")]
     Lookup(#[from] crate::session::BackendError),
+    #[error("the queue writer has stopped")]
+    WriterGone,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> QueueError + '_ {
@@ -162,6 +169,19 @@ impl Attempt {
     }
 }
 
+/// What recording delivery attempts left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptsRecorded {
+    /// Some recipient is still pending or deferred.
+    Pending,
+    /// Every recipient is final. `removed`: the message had nothing to report and is gone;
+    /// otherwise the caller sends the report with [`Queue::complete`].
+    Finished {
+        message: QueuedMessage,
+        removed: bool,
+    },
+}
+
 /// A report (bounce) to queue while completing a message.
 pub struct NewMessage<'a> {
     pub id: &'a QueueId,
@@ -186,6 +206,7 @@ pub struct Queue {
     dir: PathBuf,
     pool: SqlitePool,
     wake: Arc<WakeSignal>,
+    writer: mpsc::Sender<committer::Request>,
 }
 
 impl Queue {
@@ -208,10 +229,12 @@ impl Queue {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        let writer = committer::spawn(pool.clone(), dir.join("messages"));
         Ok(Queue {
             dir,
             pool,
             wake: Arc::new(WakeSignal::new()),
+            writer,
         })
     }
 
@@ -271,14 +294,16 @@ impl Queue {
         envelope: &Envelope,
         content: &[u8],
     ) -> Result<(), QueueError> {
-        self.write_content(id, content).await?;
-        let mut tx = self.pool.begin().await?;
-        let result = insert_message(&mut tx, id, envelope, content.len(), unix_now()).await;
-        let result = match result {
-            Ok(()) => tx.commit().await.map_err(QueueError::from),
-            Err(e) => Err(e),
+        // The directory fsync that makes the new name durable is done by the committer, once
+        // for all messages of its batch, before the rows are committed.
+        self.write_content(id, content, false).await?;
+        let write = committer::Write::Insert {
+            id: id.clone(),
+            envelope: envelope.clone(),
+            size: content.len(),
+            arrival: unix_now(),
         };
-        if let Err(e) = result {
+        if let Err(e) = self.write(write).await {
             self.remove_content(id);
             return Err(e);
         }
@@ -286,12 +311,27 @@ impl Queue {
         Ok(())
     }
 
-    async fn write_content(&self, id: &QueueId, content: &[u8]) -> Result<(), QueueError> {
+    async fn write(&self, write: committer::Write) -> Result<committer::Written, QueueError> {
+        let (done, answer) = oneshot::channel();
+        self.writer
+            .send(committer::Request { write, done })
+            .await
+            .map_err(|_| QueueError::WriterGone)?;
+        answer.await.map_err(|_| QueueError::WriterGone)?
+    }
+
+    async fn write_content(
+        &self,
+        id: &QueueId,
+        content: &[u8],
+        sync_dir: bool,
+    ) -> Result<(), QueueError> {
         let tmp = self.dir.join("tmp").join(id.as_str());
         let dir = self.dir.join("messages");
         let path = dir.join(id.as_str());
         let content = content.to_vec();
-        tokio::task::spawn_blocking(move || write_durably(&tmp, &path, &dir, &content)).await?
+        tokio::task::spawn_blocking(move || write_durably(&tmp, &path, &dir, &content, sync_dir))
+            .await?
     }
 
     fn remove_content(&self, id: &QueueId) {
@@ -334,23 +374,8 @@ impl Queue {
 
     /// One message with all its recipients.
     pub async fn show(&self, id: &QueueId) -> Result<Option<QueuedMessage>, QueueError> {
-        let Some(row) = sqlx::query("SELECT * FROM messages WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let mut message = message_from_row(&row)?;
-        message.recipients =
-            sqlx::query("SELECT * FROM recipients WHERE message_id = ? ORDER BY position")
-                .bind(id.as_str())
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(recipient_from_row)
-                .collect::<Result<_, _>>()?;
-        Ok(Some(message))
+        let mut conn = self.pool.acquire().await?;
+        load_message(&mut conn, id).await
     }
 
     /// Removes a message without delivering it or telling anyone. False if unknown.
@@ -443,35 +468,24 @@ impl Queue {
         .await?)
     }
 
-    /// Records the outcome of delivery attempts to recipients of one message, in one
-    /// transaction. `results` pairs recipient positions with outcomes.
+    /// Records the outcome of delivery attempts to recipients of one message. `results` pairs
+    /// recipient positions with outcomes. When no recipient is left pending or deferred and
+    /// there is nothing to report to the sender, the message is removed in the same
+    /// transaction.
     pub async fn record_attempts(
         &self,
         id: &QueueId,
         results: &[(u32, Attempt)],
-    ) -> Result<(), QueueError> {
-        let now = unix_now();
-        let mut tx = self.pool.begin().await?;
-        for (position, attempt) in results {
-            let next = match attempt {
-                Attempt::Deferred { next_attempt, .. } => *next_attempt,
-                _ => now,
-            };
-            sqlx::query(
-                "UPDATE recipients SET status = ?, attempts = attempts + 1, last_attempt = ?, \
-                 last_reply = ?, next_attempt = ? WHERE message_id = ? AND position = ?",
-            )
-            .bind(attempt.status().as_str())
-            .bind(now)
-            .bind(attempt.reply())
-            .bind(next)
-            .bind(id.as_str())
-            .bind(*position)
-            .execute(&mut *tx)
-            .await?;
+    ) -> Result<AttemptsRecorded, QueueError> {
+        let write = committer::Write::Attempts {
+            id: id.clone(),
+            results: results.to_vec(),
+            now: unix_now(),
+        };
+        match self.write(write).await? {
+            committer::Written::Attempts(recorded) => Ok(recorded),
+            committer::Written::Inserted => Ok(AttemptsRecorded::Pending),
         }
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Ids of messages none of whose recipients is pending or deferred any more.
@@ -486,53 +500,59 @@ impl Queue {
     }
 
     /// Removes a finished message, queueing `report` (a DSN) in the same transaction, so a
-    /// crash can neither lose the report nor send it twice.
+    /// crash can neither lose the report nor send it twice. If the message is already gone
+    /// (completed or deleted meanwhile), nothing is queued.
     pub async fn complete(
         &self,
         id: &QueueId,
         report: Option<NewMessage<'_>>,
     ) -> Result<(), QueueError> {
         if let Some(report) = &report {
-            self.write_content(report.id, report.content).await?;
+            self.write_content(report.id, report.content, true).await?;
         }
-        let mut tx = self.pool.begin().await?;
-        let mut result = Ok(());
+        let result = self.complete_rows(id, report.as_ref()).await;
+        let removed = matches!(result, Ok(true));
         if let Some(report) = &report {
-            result = insert_message(
+            if removed {
+                self.wake.notify_one();
+            } else {
+                self.remove_content(report.id);
+            }
+        }
+        if removed {
+            self.remove_content(id);
+        }
+        result.map(|_| ())
+    }
+
+    /// The database half of [`Queue::complete`]; true when the message was removed.
+    async fn complete_rows(
+        &self,
+        id: &QueueId,
+        report: Option<&NewMessage<'_>>,
+    ) -> Result<bool, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let removed = sqlx::query("DELETE FROM messages WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if !removed {
+            return Ok(false);
+        }
+        if let Some(report) = report {
+            insert_message(
                 &mut tx,
                 report.id,
                 report.envelope,
                 report.content.len(),
                 unix_now(),
             )
-            .await;
+            .await?;
         }
-        if result.is_ok() {
-            result = sqlx::query("DELETE FROM messages WHERE id = ?")
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map(|_| ())
-                .map_err(QueueError::from);
-        }
-        if result.is_ok() {
-            result = tx.commit().await.map_err(QueueError::from);
-        }
-        match result {
-            Ok(()) => {
-                self.remove_content(id);
-                if report.is_some() {
-                    self.wake.notify_one();
-                }
-                Ok(())
-            }
-            Err(e) => {
-                if let Some(report) = &report {
-                    self.remove_content(report.id);
-                }
-                Err(e)
-            }
-        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Resolves when something was queued or made due (in this process).
@@ -587,9 +607,16 @@ async fn insert_message(
     Ok(())
 }
 
-/// Writes `content` to `tmp`, fsyncs it, renames it to `path` and fsyncs `dir`, so that once
-/// this returns the file and its name are on stable storage.
-fn write_durably(tmp: &Path, path: &Path, dir: &Path, content: &[u8]) -> Result<(), QueueError> {
+/// Writes `content` to `tmp`, fsyncs it and moves it to `path` (never replacing a file); with
+/// `sync_dir` fsyncs `dir` too, so that once this returns the file and its name are on stable
+/// storage.
+fn write_durably(
+    tmp: &Path,
+    path: &Path,
+    dir: &Path,
+    content: &[u8],
+    sync_dir: bool,
+) -> Result<(), QueueError> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -598,13 +625,40 @@ fn write_durably(tmp: &Path, path: &Path, dir: &Path, content: &[u8]) -> Result<
         .map_err(io_error(tmp))?;
     let written = file.write_all(content).and_then(|()| file.sync_all());
     drop(file);
-    if let Err(e) = written.and_then(|()| fs::rename(tmp, path)) {
-        let _ = fs::remove_file(tmp);
-        return Err(io_error(path)(e));
+    // A link instead of a rename: it fails rather than replace another message's file.
+    let placed = written.and_then(|()| fs::hard_link(tmp, path));
+    let _ = fs::remove_file(tmp);
+    placed.map_err(io_error(path))?;
+    if sync_dir {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(dir))?;
     }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))
+    Ok(())
+}
+
+/// A message and all its recipients, read through `conn` (a transaction or a connection).
+async fn load_message(
+    conn: &mut SqliteConnection,
+    id: &QueueId,
+) -> Result<Option<QueuedMessage>, QueueError> {
+    let Some(row) = sqlx::query("SELECT * FROM messages WHERE id = ?")
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut message = message_from_row(&row)?;
+    message.recipients =
+        sqlx::query("SELECT * FROM recipients WHERE message_id = ? ORDER BY position")
+            .bind(id.as_str())
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(recipient_from_row)
+            .collect::<Result<_, _>>()?;
+    Ok(Some(message))
 }
 
 fn message_from_row(row: &SqliteRow) -> Result<QueuedMessage, QueueError> {

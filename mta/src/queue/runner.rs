@@ -10,7 +10,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Attempt, Destination, NewMessage, Queue, QueueError, QueuedMessage, unix_now};
+use super::{
+    Attempt, AttemptsRecorded, Destination, NewMessage, Queue, QueueError, QueuedMessage,
+    RecipientStatus, unix_now,
+};
 use crate::bounce::{DsnAction, DsnRecipient, DsnReport, build_dsn};
 use crate::delivery::LocalDelivery;
 use crate::envelope::{Envelope, EnvelopeRecipient, Notify, QueueId};
@@ -255,11 +258,22 @@ impl<D: LocalDelivery, L: LocalDomains> DeliveryJob<D, L> {
                 reply = %reply, "delivery attempt");
             attempts.push((rcpt.position, attempt));
         }
-        if let Err(e) = self.queue.record_attempts(&id, &attempts).await {
-            tracing::error!(queue_id = %id, error = %e, "cannot record delivery outcome");
-            return;
-        }
-        if let Err(e) = self.complete_if_finished(&id).await {
+        let finished = match self.queue.record_attempts(&id, &attempts).await {
+            Ok(AttemptsRecorded::Pending) => return,
+            Ok(AttemptsRecorded::Finished { message, removed }) => (message, removed),
+            Err(e) => {
+                tracing::error!(queue_id = %id, error = %e, "cannot record delivery outcome");
+                return;
+            }
+        };
+        let result = match finished {
+            (message, true) => {
+                log_removed(&message);
+                Ok(())
+            }
+            (message, false) => self.send_report(message).await,
+        };
+        if let Err(e) = result {
             tracing::error!(queue_id = %id, error = %e, "cannot complete message");
         }
     }
@@ -281,35 +295,17 @@ impl<D: LocalDelivery, L: LocalDomains> DeliveryJob<D, L> {
         if message.recipients.iter().any(|r| !r.status.is_final()) {
             return Ok(());
         }
-        let reported: Vec<DsnRecipient> = message
-            .recipients
-            .iter()
-            .filter_map(|r| {
-                let action = match r.status {
-                    super::RecipientStatus::Bounced if r.notify.wants_failure() => {
-                        DsnAction::Failed
-                    }
-                    super::RecipientStatus::Sent if r.notify.success && r.local => {
-                        DsnAction::Delivered
-                    }
-                    _ => return None,
-                };
-                Some(DsnRecipient {
-                    address: r.address.clone(),
-                    orcpt: r.orcpt.clone(),
-                    action,
-                    reply: r.last_reply.clone().unwrap_or_default(),
-                    last_attempt: r.last_attempt,
-                })
-            })
-            .collect();
-        // A bounce is never bounced: nothing goes back to the null sender.
-        if reported.is_empty() || message.sender.is_empty() {
-            if !reported.is_empty() {
-                tracing::warn!(queue_id = %id, "undeliverable message from the null sender dropped");
-            }
+        if !needs_report(&message) {
+            log_removed(&message);
             return self.queue.complete(id, None).await;
         }
+        self.send_report(message).await
+    }
+
+    /// Queues the DSN for a finished message and removes the message, in one transaction.
+    async fn send_report(&self, message: QueuedMessage) -> Result<(), QueueError> {
+        let id = &message.id;
+        let reported = reported_recipients(&message);
         let original = match self.queue.read_message(id).await {
             Ok(content) => content,
             Err(e) => {
@@ -361,4 +357,44 @@ impl<D: LocalDelivery, L: LocalDomains> DeliveryJob<D, L> {
             )
             .await
     }
+}
+
+/// The recipients a DSN must tell the sender about: failures (unless NOTIFY said otherwise)
+/// and local deliveries asked for with NOTIFY=SUCCESS.
+pub(crate) fn reported_recipients(message: &QueuedMessage) -> Vec<DsnRecipient> {
+    message
+        .recipients
+        .iter()
+        .filter_map(|r| {
+            let action = match r.status {
+                RecipientStatus::Bounced if r.notify.wants_failure() => DsnAction::Failed,
+                RecipientStatus::Sent if r.notify.success && r.local => DsnAction::Delivered,
+                _ => return None,
+            };
+            Some(DsnRecipient {
+                address: r.address.clone(),
+                orcpt: r.orcpt.clone(),
+                action,
+                reply: r.last_reply.clone().unwrap_or_default(),
+                last_attempt: r.last_attempt,
+            })
+        })
+        .collect()
+}
+
+/// Whether a finished message calls for a DSN. A bounce is never bounced: nothing goes back
+/// to the null sender.
+pub(crate) fn needs_report(message: &QueuedMessage) -> bool {
+    !message.sender.is_empty() && !reported_recipients(message).is_empty()
+}
+
+fn log_removed(message: &QueuedMessage) {
+    let bounced = message
+        .recipients
+        .iter()
+        .any(|r| r.status == RecipientStatus::Bounced);
+    if bounced && message.sender.is_empty() {
+        tracing::warn!(queue_id = %message.id, "undeliverable message from the null sender dropped");
+    }
+    tracing::info!(queue_id = %message.id, "removed from queue: delivery finished");
 }

@@ -592,3 +592,112 @@ async fn running_runner_delivers_as_mail_arrives_and_stops_on_shutdown() {
         .unwrap();
     assert_eq!(delivery.delivered().len(), 20);
 }
+
+#[tokio::test]
+async fn delivered_message_is_removed_when_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(&dir).await;
+    let id = QueueId::generate();
+    queue
+        .enqueue(
+            &id,
+            &envelope("a@example.net", vec![rcpt("alice@example.org", true)]),
+            CONTENT,
+        )
+        .await
+        .unwrap();
+    let recorded = queue
+        .record_attempts(
+            &id,
+            &[(
+                0,
+                Attempt::Sent {
+                    reply: "250 ok".into(),
+                },
+            )],
+        )
+        .await
+        .unwrap();
+    let AttemptsRecorded::Finished { message, removed } = recorded else {
+        panic!("not finished: {recorded:?}");
+    };
+    assert!(removed);
+    assert_eq!(message.recipients[0].status, RecipientStatus::Sent);
+    assert!(!queue.message_path(&id).exists());
+    assert!(queue.show(&id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn concurrent_enqueues_are_all_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(&dir).await;
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let queue = queue.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = QueueId::generate();
+            let env = envelope(
+                &format!("s{i}@example.net"),
+                vec![rcpt("a@example.org", true)],
+            );
+            queue.enqueue(&id, &env, CONTENT).await.map(|()| id)
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap().unwrap());
+    }
+    let list = queue.list().await.unwrap();
+    assert_eq!(list.len(), 64);
+    for id in &ids {
+        assert!(queue.message_path(id).exists());
+    }
+    // A duplicate id fails alone, without failing the writes batched with it.
+    let dup = queue
+        .enqueue(&ids[0], &envelope("x@example.net", vec![]), b"other")
+        .await;
+    assert!(dup.is_err());
+    assert_eq!(queue.list().await.unwrap().len(), 64);
+    assert_eq!(queue.read_message(&ids[0]).await.unwrap(), CONTENT);
+    assert!(
+        std::fs::read_dir(queue.dir().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn completing_a_message_twice_sends_one_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(&dir).await;
+    let id = QueueId::generate();
+    queue
+        .enqueue(
+            &id,
+            &envelope("a@example.net", vec![rcpt("alice@example.org", true)]),
+            CONTENT,
+        )
+        .await
+        .unwrap();
+    let report_env = envelope("", vec![rcpt("a@example.net", false)]);
+    for _ in 0..2 {
+        let report_id = QueueId::generate();
+        queue
+            .complete(
+                &id,
+                Some(NewMessage {
+                    id: &report_id,
+                    envelope: &report_env,
+                    content: b"report\r\n",
+                }),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(queue.list().await.unwrap().len(), 1);
+    let files = std::fs::read_dir(queue.dir().join("messages"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 1);
+}

@@ -26,25 +26,27 @@ pub fn has_forbidden_chars(address: &str) -> bool {
         .any(|c| c.is_control() || c == char::REPLACEMENT_CHARACTER)
 }
 
-/// A domain as RFC 5321 allows it in a path: dot-separated labels of letters, digits and hyphens
-/// (any non-ASCII letter too when `utf8`), no empty label (so no trailing dot), or an address
+/// A domain as RFC 5321 allows it in a path: a host name (hermod-common's check, plus
+/// non-ASCII labels when `utf8`) without the trailing dot that check forgives, or an address
 /// literal (`[192.0.2.1]`, `[IPv6:2001:db8::1]`).
 pub fn valid_domain(domain: &str, utf8: bool) -> bool {
     if is_address_literal(domain) {
         return valid_address_literal(domain);
     }
-    if domain.is_empty() || domain.len() > 253 {
+    if domain.ends_with('.') || domain.trim() != domain {
         return false;
     }
-    domain.split('.').all(|label| {
-        !label.is_empty()
-            && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || (utf8 && !c.is_ascii()))
-    })
+    if utf8 && !domain.is_ascii() {
+        // U-labels: letters of any script, digits, hyphens; the ASCII rules otherwise.
+        return domain.len() <= 253
+            && domain.split('.').all(|label| {
+                !label.is_empty()
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+            });
+    }
+    hermod_common::config::check_domain(domain).is_ok()
 }
 
 pub fn is_address_literal(domain: &str) -> bool {

@@ -120,7 +120,7 @@ impl TestServer {
     /// Port 995 style: TLS from the first byte.
     pub async fn implicit_tls(&self) -> Client<TlsStream<TcpStream>> {
         let tcp = TcpStream::connect(self.pop3s).await.unwrap();
-        let tls = connector(&self.ctx.tls.fingerprint)
+        let tls = connector(&self.ctx.tls.fingerprint())
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
             .unwrap();
@@ -132,7 +132,7 @@ impl TestServer {
 
     /// Port 110, STLS, then logged in with USER/PASS.
     pub async fn logged_in(&self) -> Client<TlsStream<TcpStream>> {
-        let mut c = self.plain().await.stls(&self.ctx.tls.fingerprint).await;
+        let mut c = self.plain().await.stls(&self.ctx.tls.fingerprint()).await;
         c.login(USER, PASSWORD).await;
         c
     }
@@ -141,7 +141,7 @@ impl TestServer {
     pub async fn logged_in_when_free(&self) -> Client<TlsStream<TcpStream>> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let mut c = self.plain().await.stls(&self.ctx.tls.fingerprint).await;
+            let mut c = self.plain().await.stls(&self.ctx.tls.fingerprint()).await;
             assert!(c.cmd(&format!("USER {USER}")).await.starts_with("+OK"));
             let reply = c.cmd(&format!("PASS {PASSWORD}")).await;
             if reply.starts_with("+OK") {

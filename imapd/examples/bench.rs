@@ -1,0 +1,304 @@
+//! IMAP benchmark: prints figures, asserts nothing.
+//!
+//! `cargo run --release -p hermod-imapd --example bench -- [MESSAGES] [IDLE_CONNS] [MIXED_SECS]`
+//! (defaults 100000, 10000, 30). The server runs in a child process (this program with
+//! `server DIR PORT`), so its resident memory can be read from /proc.
+//!
+//! 1. A mailbox of MESSAGES messages (files put into Maildir/new, indexed on first SELECT):
+//!    time of the first SELECT (index build), a second SELECT, and `UID FETCH 1:* (FLAGS)`.
+//! 2. IDLE_CONNS logged-in connections idling on INBOX: server memory per connection.
+//! 3. 50 clients (50 users) doing FETCH, STORE, SEARCH, APPEND, EXPUNGE for MIXED_SECS:
+//!    commands/s and the average time of each command.
+
+use std::time::{Duration, Instant};
+
+use hermod_common::config::{Config, Service};
+use hermod_common::context::Context;
+use hermod_common::net::Shutdown;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Clients of the mixed load, each its own user.
+const MIXED_CLIENTS: usize = 50;
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn config(dir: &str, port: u16) -> Res<Config> {
+    let mut c = Config::defaults(true);
+    c.data_dir = dir.into();
+    c.allow_plaintext_auth = true;
+    c.limits.max_connections = 30_000;
+    c.limits.max_connections_per_ip = 30_000;
+    c.listen = vec![(Service::Imap, vec![format!("127.0.0.1:{port}").parse()?])];
+    Ok(c)
+}
+
+async fn server(dir: &str, port: u16) -> Res<()> {
+    let ctx = Context::open(config(dir, port)?).await?;
+    ctx.bind(&[Service::Imap])?;
+    hermod_imapd::serve(ctx, Shutdown::new()).await?;
+    Ok(())
+}
+
+struct Client {
+    r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+    n: u64,
+}
+
+impl Client {
+    async fn connect(port: u16) -> Res<Client> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        let (r, w) = tcp.into_split();
+        let mut c = Client {
+            r: BufReader::new(r),
+            w,
+            n: 0,
+        };
+        c.line().await?;
+        Ok(c)
+    }
+
+    async fn line(&mut self) -> Res<String> {
+        let mut l = String::new();
+        if self.r.read_line(&mut l).await? == 0 {
+            return Err("closed".into());
+        }
+        Ok(l)
+    }
+
+    /// Sends a command and reads to its tagged reply; returns the number of response bytes.
+    async fn cmd(&mut self, cmd: &str) -> Res<usize> {
+        self.n += 1;
+        let tag = format!("t{}", self.n);
+        self.w
+            .write_all(format!("{tag} {cmd}\r\n").as_bytes())
+            .await?;
+        let mut bytes = 0;
+        loop {
+            let l = self.line().await?;
+            bytes += l.len();
+            if l.starts_with(&tag) {
+                if !l[tag.len()..].starts_with(" OK") {
+                    return Err(format!("{cmd}: {l}").into());
+                }
+                return Ok(bytes);
+            }
+        }
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("server") {
+        return server(&args[1], args[2].parse()?).await;
+    }
+    let messages: usize = args
+        .first()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(100_000);
+    let idle: usize = args
+        .get(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(10_000);
+    let mixed_secs: u64 = args.get(2).map(|a| a.parse()).transpose()?.unwrap_or(30);
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().to_str().ok_or("path")?.to_string();
+    let port = 20_000 + (std::process::id() % 20_000) as u16;
+
+    // The user and the mailbox files, written before the server starts.
+    {
+        let ctx = Context::open(config(&dir, port)?).await?;
+        ctx.directory
+            .add_user("alice@localhost", "secret", 0)
+            .await?;
+        for k in 0..MIXED_CLIENTS {
+            ctx.directory
+                .add_user(&format!("load{k}@localhost"), "secret", 0)
+                .await?;
+        }
+        let user = ctx.store.user("alice", "localhost").await?;
+        let new = user.dir().join("Maildir").join("new");
+        let t = Instant::now();
+        for i in 0..messages {
+            let body = format!(
+                "From: Bob <bob@example.net>\r\nTo: alice@localhost\r\nSubject: message {i}\r\nMessage-ID: <{i}@bench>\r\n\r\nBody of message {i}.\r\n"
+            );
+            std::fs::write(new.join(format!("{}.M{i}.bench", 1_700_000_000 + i)), body)?;
+        }
+        println!("wrote {messages} message files in {:.2?}", t.elapsed());
+    }
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["server", &dir, &port.to_string()])
+        .spawn()?;
+    let pid = child.id();
+    let mut c = loop {
+        match Client::connect(port).await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    c.cmd("LOGIN alice@localhost secret").await?;
+    let t = Instant::now();
+    c.cmd("SELECT INBOX").await?;
+    println!(
+        "first SELECT of {messages} messages (builds the index): {:.2?}",
+        t.elapsed()
+    );
+    c.cmd("UNSELECT").await?;
+    let t = Instant::now();
+    c.cmd("SELECT INBOX").await?;
+    println!("SELECT of {messages} messages: {:.2?}", t.elapsed());
+    let t = Instant::now();
+    let bytes = c.cmd("UID FETCH 1:* (FLAGS)").await?;
+    println!(
+        "UID FETCH 1:* (FLAGS): {:.2?} ({} KiB of responses)",
+        t.elapsed(),
+        bytes / 1024
+    );
+    let t = Instant::now();
+    c.cmd("UID FETCH 1:* (FLAGS)").await?;
+    println!("UID FETCH 1:* (FLAGS) again: {:.2?}", t.elapsed());
+    let t = Instant::now();
+    c.cmd("NOOP").await?;
+    println!("NOOP in the big mailbox: {:.2?}", t.elapsed());
+    c.cmd("LOGOUT").await.ok();
+
+    // Idle connections on a small mailbox.
+    {
+        let mut setup = Client::connect(port).await?;
+        setup.cmd("LOGIN alice@localhost secret").await?;
+        setup.cmd("CREATE Small").await?;
+        for i in 0..20 {
+            let m = format!("Subject: s{i}\r\n\r\nsmall\r\n");
+            setup
+                .cmd(&format!("APPEND Small {{{}+}}\r\n{m}", m.len()))
+                .await?;
+        }
+    }
+    // Logins run argon2 on blocking threads whose allocator arenas stay: warm up first so
+    // the figure is the connections' own memory.
+    let warm = (idle / 10).clamp(1, 500);
+    let mut idlers = Vec::with_capacity(idle + warm);
+    for _ in 0..warm {
+        let mut c = Client::connect(port).await?;
+        c.cmd("LOGIN alice@localhost secret").await?;
+        c.cmd("SELECT Small").await?;
+        c.w.write_all(b"i IDLE\r\n").await?;
+        c.line().await?;
+        idlers.push(c);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_kib(pid);
+    let t = Instant::now();
+    for i in 0..idle {
+        let mut c = match Client::connect(port).await {
+            Ok(c) => c,
+            Err(e) => {
+                println!("stopped at {i} connections: {e}");
+                break;
+            }
+        };
+        c.cmd("LOGIN alice@localhost secret").await?;
+        c.cmd("SELECT Small").await?;
+        c.w.write_all(b"i IDLE\r\n").await?;
+        c.line().await?;
+        idlers.push(c);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(pid);
+    let n = (idlers.len() - warm).max(1) as u64;
+    println!(
+        "{} more idle connections in {:.2?}: server RSS {} MiB -> {} MiB, {} KiB per connection",
+        n,
+        t.elapsed(),
+        before / 1024,
+        after / 1024,
+        after.saturating_sub(before) / n
+    );
+    drop(idlers);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Mixed load.
+    let clients = MIXED_CLIENTS;
+    let deadline = Instant::now() + Duration::from_secs(mixed_secs);
+    let mut tasks = Vec::new();
+    for k in 0..clients {
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(port).await?;
+            // One user per client, as on a real server.
+            c.cmd(&format!("LOGIN load{k}@localhost secret")).await?;
+            let folder = format!("Load{k}");
+            c.cmd(&format!("CREATE {folder}")).await?;
+            c.cmd(&format!("SELECT {folder}")).await?;
+            let mut done = 0u64;
+            let mut i = 0u64;
+            let mut spent = [Duration::ZERO; 7];
+            while Instant::now() < deadline {
+                let m = format!("Subject: load {i}\r\nFrom: x@y\r\n\r\nbody {i} of client {k}\r\n");
+                let cmds = [
+                    format!("APPEND {folder} {{{}+}}\r\n{m}", m.len()),
+                    "FETCH 1:* (FLAGS UID)".to_string(),
+                    "UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (Subject From)])".to_string(),
+                    "STORE 1 +FLAGS (\\Seen)".to_string(),
+                    "SEARCH UNSEEN".to_string(),
+                    "STORE 1 +FLAGS.SILENT (\\Deleted)".to_string(),
+                    "EXPUNGE".to_string(),
+                ];
+                for (n, cmd) in cmds.iter().enumerate() {
+                    let t = Instant::now();
+                    c.cmd(cmd).await?;
+                    spent[n] += t.elapsed();
+                }
+                done += 7;
+                i += 1;
+            }
+            Res::Ok((done, spent))
+        }));
+    }
+    let mut total = 0;
+    let mut spent = [Duration::ZERO; 7];
+    for t in tasks {
+        let (n, s) = t.await??;
+        total += n;
+        for (a, b) in spent.iter_mut().zip(s) {
+            *a += b;
+        }
+    }
+    let rounds = (total / 7).max(1) as u32;
+    for (name, s) in [
+        "APPEND",
+        "FETCH FLAGS",
+        "UID FETCH headers",
+        "STORE",
+        "SEARCH",
+        "STORE.SILENT",
+        "EXPUNGE",
+    ]
+    .iter()
+    .zip(spent)
+    {
+        println!("  {name}: {:.2?} average", s / rounds);
+    }
+    println!(
+        "mixed load, {clients} clients, {mixed_secs} s: {total} commands, {:.0} commands/s",
+        total as f64 / mixed_secs as f64
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(())
+}

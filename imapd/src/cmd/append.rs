@@ -1,0 +1,260 @@
+//! APPEND (RFC 3501 section 6.3.11) with APPENDUID (UIDPLUS, RFC 4315), LITERAL+,
+//! UTF8=ACCEPT's `UTF8 (~{n}...)` form and MULTIAPPEND (RFC 3502).
+
+use hermod_common::store::{Flag, Flags, StoreError, StoreMode};
+use imap_codec::imap_types::datetime::DateTime;
+use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
+use imap_codec::imap_types::flag::Flag as ImapFlag;
+use imap_codec::imap_types::mailbox::Mailbox;
+
+use super::store::split_flags;
+use crate::date;
+use crate::extended::AppendMessage;
+use crate::output::Out;
+use crate::session::{Reply, Session};
+
+impl Session {
+    pub(crate) async fn append(
+        &mut self,
+        mailbox: &Mailbox<'_>,
+        flags: &[ImapFlag<'_>],
+        date: Option<&DateTime>,
+        message: &LiteralOrLiteral8<'_>,
+        _out: &mut Out<'_>,
+    ) -> Reply {
+        let name = match self.mailbox_name(mailbox) {
+            Ok(n) => n,
+            Err(r) => return r,
+        };
+        let (Some(user), Some(account)) = (self.user(), self.account.as_ref()) else {
+            return Reply::no("Not logged in");
+        };
+        let data: &[u8] = match message {
+            LiteralOrLiteral8::Literal(l) => l.data(),
+            LiteralOrLiteral8::Literal8(l) => &l.data,
+        };
+        if data.is_empty() {
+            return Reply::no("Empty message");
+        }
+        if data.len() as u64 > self.shared.settings.max_literal {
+            return Reply::no("Message too large").code("TOOBIG");
+        }
+        if account.quota_bytes > 0
+            && let Err(e) = user
+                .check_quota(Some(account.quota_bytes), None, data.len() as u64)
+                .await
+        {
+            return e.into();
+        }
+        let (system, keywords) = split_flags(flags);
+        let internal_date = date.map(|d| d.as_ref().timestamp());
+        match user
+            .append(&name, data, system, &keywords, internal_date)
+            .await
+        {
+            Ok(a) => {
+                Reply::ok("APPEND completed").code(format!("APPENDUID {} {}", a.uidvalidity, a.uid))
+            }
+            Err(StoreError::NoSuchMailbox(_)) => {
+                Reply::no("Mailbox does not exist").code("TRYCREATE")
+            }
+            Err(e) => e.into(),
+        }
+    }
+}
+
+impl Session {
+    /// MULTIAPPEND: all messages or none (RFC 3502); APPENDUID names them all.
+    pub(crate) async fn multiappend(
+        &mut self,
+        raw_mailbox: &[u8],
+        messages: Vec<AppendMessage>,
+    ) -> Reply {
+        let name = match self.decode_name(raw_mailbox) {
+            Ok(n) => n,
+            Err(r) => return r,
+        };
+        let (Some(user), Some(account)) = (self.user(), self.account.as_ref()) else {
+            return Reply::no("APPEND needs a login first");
+        };
+        let total: u64 = messages.iter().map(|m| m.data.len() as u64).sum();
+        if account.quota_bytes > 0
+            && let Err(e) = user
+                .check_quota(Some(account.quota_bytes), None, total)
+                .await
+        {
+            return e.into();
+        }
+        let mut prepared = Vec::with_capacity(messages.len());
+        for m in &messages {
+            if m.data.is_empty() {
+                return Reply::no("Empty message");
+            }
+            let date = match &m.date {
+                Some(d) => match date::parse_date_time(d) {
+                    Some(t) => Some(t),
+                    None => return Reply::bad("Invalid date-time"),
+                },
+                None => None,
+            };
+            let mut system = Flags::EMPTY;
+            let mut keywords = Vec::new();
+            for f in &m.flags {
+                match Flag::from_imap(f) {
+                    Some(flag) => system.insert(flag),
+                    None if !f.starts_with('\\') => keywords.push(f.clone()),
+                    None => {}
+                }
+            }
+            prepared.push((system, keywords, date));
+        }
+        let mut uids = Vec::new();
+        let mut uidvalidity = 0;
+        for (m, (system, keywords, date)) in messages.iter().zip(prepared) {
+            match user.append(&name, &m.data, system, &keywords, date).await {
+                Ok(a) => {
+                    uidvalidity = a.uidvalidity;
+                    uids.push(a.uid);
+                }
+                Err(e) => {
+                    // Take back what was added, so the command has no effect.
+                    if !uids.is_empty() {
+                        let deleted = Flags::from_flags(&[Flag::Deleted]);
+                        let _ = user
+                            .store(&name, &uids, StoreMode::Add, deleted, &[], None)
+                            .await;
+                        let _ = user.expunge(&name, Some(&uids)).await;
+                    }
+                    return match e {
+                        StoreError::NoSuchMailbox(_) => {
+                            Reply::no("Mailbox does not exist").code("TRYCREATE")
+                        }
+                        e => e.into(),
+                    };
+                }
+            }
+        }
+        Reply::ok("APPEND completed").code(format!(
+            "APPENDUID {uidvalidity} {}",
+            crate::sequence::format_ordered(&uids)
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{Harness, message};
+
+    #[tokio::test]
+    async fn thunderbird_append_to_sent() {
+        let h = Harness::new().await;
+        let mut s = h.session(true);
+        h.login(&mut s).await;
+        let msg = message("sent", "hello");
+        let out = h
+            .run(
+                &mut s,
+                &format!("9 append \"Sent\" (\\Seen) {{{}+}}\r\n{msg}\r\n", msg.len()),
+            )
+            .await;
+        assert!(out.starts_with("9 OK [APPENDUID "), "{out}");
+        assert!(out.trim_end().ends_with(" 1] APPEND completed"), "{out}");
+        let user = h.user().await;
+        let snap = user.select("Sent", true).await.unwrap();
+        assert_eq!(
+            user.read("Sent", 1).await.unwrap(),
+            msg.as_bytes(),
+            "byte-identical"
+        );
+        assert!(
+            snap.messages[0]
+                .flags
+                .contains(hermod_common::store::Flag::Seen)
+        );
+    }
+
+    #[tokio::test]
+    async fn date_keywords_and_sync_literal() {
+        let h = Harness::new().await;
+        let mut s = h.selected("INBOX").await;
+        let msg = message("dated", "x");
+        let out = h
+            .run(&mut s, &format!("a APPEND INBOX (\\Flagged $Label1) \"05-Jan-2021 10:00:00 +0100\" {{{}}}\r\n{msg}\r\n", msg.len()))
+            .await;
+        assert!(out.starts_with("+ Ready"), "{out}");
+        assert!(
+            out.contains("* 1 EXISTS\r\n"),
+            "selected mailbox hears of it: {out}"
+        );
+        assert!(out.contains("a OK [APPENDUID"), "{out}");
+        let out = h.run(&mut s, "b FETCH 1 (FLAGS INTERNALDATE)\r\n").await;
+        assert!(out.contains("FLAGS (\\Flagged $Label1)"), "{out}");
+        assert!(
+            out.contains("INTERNALDATE \"05-Jan-2021 09:00:00 +0000\""),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn multiappend_adds_all() {
+        let h = Harness::new().await;
+        let mut s = h.session(true);
+        h.login(&mut s).await;
+        let (a, b) = (message("a", "1"), message("b", "2"));
+        let out = h
+            .run(&mut s, &format!("m APPEND Drafts (\\Draft) {{{}+}}\r\n{a} (\\Seen $X) \"05-Jan-2021 10:00:00 +0100\" {{{}+}}\r\n{b}\r\n", a.len(), b.len()))
+            .await;
+        assert!(
+            out.starts_with("m OK [APPENDUID ") && out.contains(" 1:2] APPEND completed"),
+            "{out}"
+        );
+        let out = h
+            .run(
+                &mut s,
+                "n SELECT Drafts\r\no FETCH 1:2 (FLAGS INTERNALDATE)\r\n",
+            )
+            .await;
+        assert!(out.contains("* 1 FETCH (FLAGS (\\Draft \\Recent)"), "{out}");
+        assert!(
+            out.contains(
+                "* 2 FETCH (FLAGS (\\Seen $X \\Recent) INTERNALDATE \"05-Jan-2021 09:00:00 +0000\")"
+            ),
+            "{out}"
+        );
+        let out = h
+            .run(
+                &mut s,
+                &format!(
+                    "p APPEND Nope {{{}+}}\r\n{a} {{{}+}}\r\n{b}\r\n",
+                    a.len(),
+                    b.len()
+                ),
+            )
+            .await;
+        assert_eq!(out, "p NO [TRYCREATE] Mailbox does not exist\r\n");
+    }
+
+    #[tokio::test]
+    async fn missing_mailbox_asks_to_create() {
+        let h = Harness::new().await;
+        let mut s = h.session(true);
+        h.login(&mut s).await;
+        let out = h.run(&mut s, "a APPEND Nope {3+}\r\nabc\r\n").await;
+        assert_eq!(out, "a NO [TRYCREATE] Mailbox does not exist\r\n");
+    }
+
+    #[tokio::test]
+    async fn over_quota() {
+        let h = Harness::new().await;
+        let mut s = h.session(true);
+        h.login(&mut s).await;
+        let big = "x".repeat(1_100_000);
+        let out = h
+            .run(
+                &mut s,
+                &format!("a APPEND INBOX {{{}+}}\r\n{big}\r\n", big.len()),
+            )
+            .await;
+        assert!(out.starts_with("a NO [OVERQUOTA]"), "{out}");
+    }
+}

@@ -1,0 +1,259 @@
+//! SEARCH and UID SEARCH (RFC 3501 section 6.4.4), with ESEARCH results (RFC 4731) and the
+//! MODSEQ criterion (CONDSTORE, RFC 7162). Key evaluation is in `search_eval`.
+
+use imap_codec::imap_types::core::{Charset, Vec1};
+use imap_codec::imap_types::search::SearchKey;
+
+use super::search_eval::{self, Content, View};
+use crate::extended::SearchReturn;
+use crate::output::Out;
+use crate::sequence;
+use crate::session::{Reply, Session, Sync};
+
+fn uses_modseq(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::ModSequence { .. } => true,
+        SearchKey::And(keys) => keys.as_ref().iter().any(uses_modseq),
+        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
+        SearchKey::Not(k) => uses_modseq(k),
+        _ => false,
+    }
+}
+
+impl Session {
+    pub(crate) async fn search(
+        &mut self,
+        charset: Option<&Charset<'_>>,
+        criteria: &[SearchKey<'_>],
+        uid: bool,
+        esearch: Option<&SearchReturn>,
+        tag: &str,
+        out: &mut Out<'_>,
+    ) -> Reply {
+        let sync = if uid { Sync::Full } else { Sync::NoExpunge };
+        if let Some(cs) = charset {
+            let name = match cs {
+                Charset::Atom(a) => a.inner().to_string(),
+                Charset::Quoted(q) => q.inner().to_string(),
+            };
+            if !name.eq_ignore_ascii_case("UTF-8") && !name.eq_ignore_ascii_case("US-ASCII") {
+                return Reply::no("Unsupported charset")
+                    .code("BADCHARSET (UTF-8 US-ASCII)")
+                    .sync(sync);
+            }
+        }
+        let key = match criteria {
+            [one] => one.clone(),
+            many => match Vec1::try_from(many.to_vec()) {
+                Ok(v) => SearchKey::And(v),
+                Err(_) => return Reply::bad("Missing search criteria"),
+            },
+        };
+        let with_modseq = uses_modseq(&key);
+        if with_modseq {
+            self.enabled.condstore = true;
+        }
+        let (Some(user), Some(sel)) = (self.user(), self.selected.as_ref()) else {
+            return Reply::bad("No mailbox selected");
+        };
+        let view = View {
+            count: sel.msgs.len() as u32,
+            max_uid: sel.max_uid(),
+        };
+        let mut found: Vec<(u32, u32, u64)> = Vec::new(); // (seq, uid, modseq)
+        let mut expunged = false;
+        for (i, m) in sel.msgs.iter().enumerate() {
+            let seq = (i + 1) as u32;
+            let hit = match search_eval::eval(&key, seq, m, view, None) {
+                Some(hit) => hit,
+                None => match user.read(&sel.name, m.uid).await {
+                    Ok(raw) => {
+                        let mut content = Content::new(&raw);
+                        search_eval::eval(&key, seq, m, view, Some(&mut content)).unwrap_or(false)
+                    }
+                    Err(hermod_common::store::StoreError::NoSuchMessage(_)) => {
+                        expunged = true;
+                        false
+                    }
+                    Err(e) => return Reply::from(e).sync(sync),
+                },
+            };
+            if hit {
+                found.push((seq, m.uid, m.modseq));
+            }
+        }
+        let numbers: Vec<u32> = found.iter().map(|f| if uid { f.1 } else { f.0 }).collect();
+        let highest = found.iter().map(|f| f.2).max();
+        match esearch {
+            Some(ret) => {
+                let mut line = format!("ESEARCH (TAG \"{tag}\")");
+                if uid {
+                    line.push_str(" UID");
+                }
+                if ret.min
+                    && let Some(n) = numbers.iter().min()
+                {
+                    line.push_str(&format!(" MIN {n}"));
+                }
+                if ret.max
+                    && let Some(n) = numbers.iter().max()
+                {
+                    line.push_str(&format!(" MAX {n}"));
+                }
+                if ret.count {
+                    line.push_str(&format!(" COUNT {}", numbers.len()));
+                }
+                if ret.all && !numbers.is_empty() {
+                    line.push_str(&format!(" ALL {}", sequence::format(&numbers)));
+                }
+                if with_modseq && let Some(h) = highest {
+                    line.push_str(&format!(" MODSEQ {h}"));
+                }
+                out.untagged(&line);
+            }
+            None => {
+                let b = out.buf();
+                b.extend_from_slice(b"* SEARCH");
+                for n in &numbers {
+                    b.push(b' ');
+                    crate::wire::number(b, u64::from(*n));
+                }
+                if with_modseq && let Some(h) = highest {
+                    b.extend_from_slice(format!(" (MODSEQ {h})").as_bytes());
+                }
+                b.extend_from_slice(b"\r\n");
+            }
+        }
+        if expunged {
+            return Reply::no("Some messages were expunged")
+                .code("EXPUNGEISSUED")
+                .sync(sync);
+        }
+        Reply::ok(if uid {
+            "UID SEARCH completed"
+        } else {
+            "SEARCH completed"
+        })
+        .sync(sync)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{Harness, message};
+
+    async fn mailbox(h: &Harness) -> crate::session::Session {
+        h.deliver("INBOX", &message("hello", "first body")).await;
+        h.deliver("INBOX", "Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\nS8Okc2VrdWNoZW4=\r\n").await;
+        h.deliver("INBOX", &message("third", "another body")).await;
+        h.selected("INBOX").await
+    }
+
+    #[tokio::test]
+    async fn plain_and_uid_search() {
+        let h = Harness::new().await;
+        let mut s = mailbox(&h).await;
+        h.run(&mut s, "a STORE 1 +FLAGS (\\Seen)\r\n").await;
+        assert_eq!(
+            h.run(&mut s, "b SEARCH UNSEEN\r\n").await,
+            "* SEARCH 2 3\r\nb OK SEARCH completed\r\n"
+        );
+        assert_eq!(
+            h.run(&mut s, "c UID SEARCH BODY body\r\n").await,
+            "* SEARCH 1 3\r\nc OK UID SEARCH completed\r\n"
+        );
+        assert_eq!(
+            h.run(&mut s, "d SEARCH OR SUBJECT third SEEN\r\n").await,
+            "* SEARCH 1 3\r\nd OK SEARCH completed\r\n"
+        );
+        assert_eq!(
+            h.run(&mut s, "e SEARCH NOT 1:2\r\n").await,
+            "* SEARCH 3\r\ne OK SEARCH completed\r\n"
+        );
+        assert_eq!(
+            h.run(&mut s, "f SEARCH SUBJECT nothing\r\n").await,
+            "* SEARCH\r\nf OK SEARCH completed\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn utf8_text_in_a_literal() {
+        let h = Harness::new().await;
+        let mut s = mailbox(&h).await;
+        let word = "käsekuchen";
+        let out = h
+            .run(
+                &mut s,
+                &format!(
+                    "a SEARCH CHARSET UTF-8 BODY {{{}}}\r\n{word}\r\n",
+                    word.len()
+                ),
+            )
+            .await;
+        assert!(
+            out.ends_with("* SEARCH 2\r\na OK SEARCH completed\r\n"),
+            "{out}"
+        );
+        let word = "GRÜSSE";
+        let out = h
+            .run(
+                &mut s,
+                &format!(
+                    "b SEARCH CHARSET UTF-8 SUBJECT {{{}+}}\r\ngrüße\r\n",
+                    "grüße".len()
+                ),
+            )
+            .await;
+        assert!(
+            out.ends_with("* SEARCH 2\r\nb OK SEARCH completed\r\n"),
+            "{word}: {out}"
+        );
+        let out = h.run(&mut s, "c SEARCH CHARSET KOI8-R TEXT x\r\n").await;
+        assert_eq!(
+            out,
+            "c NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn esearch_results() {
+        let h = Harness::new().await;
+        let mut s = mailbox(&h).await;
+        let out = h
+            .run(&mut s, "a UID SEARCH RETURN (MIN MAX COUNT ALL) ALL\r\n")
+            .await;
+        assert_eq!(
+            out,
+            "* ESEARCH (TAG \"a\") UID MIN 1 MAX 3 COUNT 3 ALL 1:3\r\na OK UID SEARCH completed\r\n"
+        );
+        let out = h.run(&mut s, "b SEARCH RETURN () DELETED\r\n").await;
+        assert_eq!(out, "* ESEARCH (TAG \"b\")\r\nb OK SEARCH completed\r\n");
+        let out = h.run(&mut s, "c SEARCH RETURN (COUNT) BODY body\r\n").await;
+        assert_eq!(
+            out,
+            "* ESEARCH (TAG \"c\") COUNT 2\r\nc OK SEARCH completed\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn modseq_search() {
+        let h = Harness::new().await;
+        let mut s = mailbox(&h).await;
+        h.run(&mut s, "a STORE 3 +FLAGS (\\Flagged)\r\n").await;
+        let out = h.run(&mut s, "b FETCH 3 (MODSEQ)\r\n").await;
+        let m: u64 = out
+            .split("MODSEQ (")
+            .nth(1)
+            .unwrap()
+            .split(')')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let out = h.run(&mut s, &format!("c SEARCH MODSEQ {m}\r\n")).await;
+        assert_eq!(
+            out,
+            format!("* SEARCH 3 (MODSEQ {m})\r\nc OK SEARCH completed\r\n")
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! Local delivery in-process, through the MDA crate (`hermod_mda::Delivery`).
+//!
+//! The MTA expands aliases when it queues a message, so the MDA normally gets mailbox
+//! addresses only. If the directory changed since (an alias now points off-site), the MDA
+//! returns remote targets as forwards: they are queued here as a new message from the same
+//! sender, as Postfix's local(8) re-submits forwarded mail.
+
+use std::sync::Arc;
+
+use hermod_mda::Delivery;
+
+use crate::delivery::{DeliveryError, LocalDelivery};
+use crate::envelope::{Envelope, EnvelopeRecipient, Notify, QueueId};
+use crate::queue::Queue;
+
+/// [`LocalDelivery`] by the MDA in this process.
+pub struct MdaDelivery {
+    delivery: Delivery,
+    queue: Arc<Queue>,
+}
+
+impl MdaDelivery {
+    /// `queue` receives forwards to remote alias targets.
+    pub fn new(delivery: Delivery, queue: Arc<Queue>) -> Self {
+        MdaDelivery { delivery, queue }
+    }
+}
+
+impl LocalDelivery for MdaDelivery {
+    async fn deliver(
+        &self,
+        sender: &str,
+        recipient: &str,
+        message: &[u8],
+    ) -> Result<(), DeliveryError> {
+        let result = self.delivery.deliver_one(sender, recipient, message).await;
+        let reply = result.reply.to_string();
+        if result.is_temporary() {
+            return Err(DeliveryError::temporary(reply));
+        }
+        if result.is_permanent() {
+            return Err(DeliveryError::permanent(reply));
+        }
+        let forwards: Vec<EnvelopeRecipient> = result
+            .forwards()
+            .map(|address| EnvelopeRecipient {
+                address: address.to_string(),
+                local: false,
+                notify: Notify::default(),
+                orcpt: Some(format!("rfc822;{recipient}")),
+            })
+            .collect();
+        if !forwards.is_empty() {
+            let id = QueueId::generate();
+            let envelope = Envelope {
+                sender: sender.to_string(),
+                recipients: forwards,
+                client: format!("forward for <{recipient}>"),
+                ..Envelope::default()
+            };
+            // Failing here retries the recipient: its local targets may get the message
+            // twice, which beats losing the forward.
+            self.queue
+                .enqueue(&id, &envelope, message)
+                .await
+                .map_err(|e| {
+                    DeliveryError::temporary(format!("451 4.3.0 cannot queue forward: {e}"))
+                })?;
+            tracing::info!(queue_id = %id, to = %recipient, nrcpt = envelope.recipients.len(),
+                "forward to remote alias targets queued");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hermod_common::{Config, Context};
+
+    #[tokio::test]
+    async fn delivers_into_the_store_and_queues_forwards() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = Config::defaults(true);
+        config.data_dir = tmp.path().to_path_buf();
+        let ctx = Context::open(config).await.unwrap();
+        ctx.directory.add_domain("example.org").await.unwrap();
+        ctx.directory
+            .add_user("alice@example.org", "pw", 0)
+            .await
+            .unwrap();
+        ctx.directory
+            .add_alias("team@example.org", "alice@example.org")
+            .await
+            .unwrap();
+        ctx.directory
+            .add_alias("team@example.org", "friend@remote.test")
+            .await
+            .unwrap();
+        let queue = Arc::new(Queue::open(tmp.path().join("queue")).await.unwrap());
+        let mda = MdaDelivery::new(Delivery::from_context(&ctx), queue.clone());
+        let message = b"Subject: hi\r\n\r\nhello\r\n";
+
+        mda.deliver("s@example.net", "alice@example.org", message)
+            .await
+            .unwrap();
+        let inbox = ctx.store.user("alice", "example.org").await.unwrap();
+        assert_eq!(inbox.status("INBOX").await.unwrap().messages, 1);
+
+        let err = mda
+            .deliver("s@example.net", "ghost@example.org", message)
+            .await
+            .unwrap_err();
+        assert!(err.is_permanent());
+        assert!(err.reply.starts_with("550 5.1.1"), "{}", err.reply);
+
+        // The alias changed after the message was queued: the remote part is forwarded.
+        mda.deliver("s@example.net", "team@example.org", message)
+            .await
+            .unwrap();
+        assert_eq!(inbox.status("INBOX").await.unwrap().messages, 2);
+        let queued = queue.list().await.unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].sender, "s@example.net");
+        assert_eq!(queued[0].recipients[0].address, "friend@remote.test");
+        assert!(!queued[0].recipients[0].local);
+    }
+}
