@@ -70,6 +70,11 @@ pub fn init_logging() {
 pub async fn daemon(opts: &LoadOptions, role: Role) -> Result<ExitCode> {
     init_logging();
     let started = Instant::now();
+    // Watch signals first: a SIGHUP during start-up must not kill the process.
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+
     let config = Config::load(opts)?;
     let wanted: Vec<Service> = role
         .services()
@@ -123,9 +128,6 @@ pub async fn daemon(opts: &LoadOptions, role: Role) -> Result<ExitCode> {
         "hermod started"
     );
 
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let failure = loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break None }

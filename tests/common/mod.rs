@@ -165,7 +165,9 @@ impl Setup {
         let addr: SocketAddr = format!("127.0.0.1:{ready_port}").parse().expect("addr");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            // Bound ports accept before the daemons run: wait for the start-up line too.
+            let started = log.lock().map(|l| l.contains("hermod started")).unwrap_or(false);
+            if started && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {

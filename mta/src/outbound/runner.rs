@@ -328,11 +328,6 @@ impl Shared {
                 c.quit().await;
             }
             self.deliver(&destination, job, &mut connection).await;
-            if self.active.load(Ordering::Relaxed) <= self.settings.max_in_flight / 2
-                && self.saturated.load(Ordering::Relaxed)
-            {
-                self.wake.notify_one();
-            }
         }
         if let Some(c) = connection {
             c.quit().await;
@@ -381,15 +376,18 @@ impl Shared {
             .fetch_sub(job.recipients.len(), Ordering::Relaxed);
     }
 
-    /// Attempts one job and records the outcome.
+    /// Attempts one job; its outcome is recorded by a task of its own, so the connection
+    /// goes on to the next message while the queue commits (many outcomes share one fsync).
     async fn deliver(
-        &self,
+        self: &Arc<Self>,
         destination: &DestinationQueue,
         job: Job,
         connection: &mut Option<SmtpConnection>,
     ) {
         let results = self.attempt(destination, &job, connection).await;
-        self.record(&job, results).await;
+        let shared = self.clone();
+        self.workers
+            .spawn(async move { shared.record(&job, results).await });
     }
 
     async fn attempt(
@@ -714,6 +712,12 @@ impl Shared {
         }
         let recorded = self.queue.record_attempts(id, &attempts).await;
         self.release(job);
+        // Room in the active queue, and more mail may be due than the last read took.
+        if self.active.load(Ordering::Relaxed) <= self.settings.max_in_flight / 2
+            && self.saturated.load(Ordering::Relaxed)
+        {
+            self.wake.notify_one();
+        }
         match recorded {
             Ok(AttemptsRecorded::Pending) => {}
             Ok(AttemptsRecorded::Finished {

@@ -146,8 +146,7 @@ impl Conn {
     }
 
     async fn send(&mut self, text: &str) -> io::Result<()> {
-        self.stream.write_all(text.as_bytes()).await?;
-        self.stream.write_all(b"\r\n").await?;
+        self.stream.write_all(format!("{text}\r\n").as_bytes()).await?;
         self.stream.flush().await
     }
 }
@@ -172,6 +171,7 @@ async fn session(
     received: &Mutex<Vec<Received>>,
     number: usize,
 ) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
     let mut c = Conn {
         stream: Either::Left(stream),
         buf: Vec::new(),
