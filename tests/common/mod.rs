@@ -166,7 +166,10 @@ impl Setup {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             // Bound ports accept before the daemons run: wait for the start-up line too.
-            let started = log.lock().map(|l| l.contains("hermod started")).unwrap_or(false);
+            let started = log
+                .lock()
+                .map(|l| l.contains("hermod started"))
+                .unwrap_or(false);
             if started && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 break;
             }

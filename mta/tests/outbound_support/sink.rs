@@ -146,7 +146,9 @@ impl Conn {
     }
 
     async fn send(&mut self, text: &str) -> io::Result<()> {
-        self.stream.write_all(format!("{text}\r\n").as_bytes()).await?;
+        self.stream
+            .write_all(format!("{text}\r\n").as_bytes())
+            .await?;
         self.stream.flush().await
     }
 }
