@@ -300,3 +300,74 @@ print("sent")
     let text = String::from_utf8_lossy(&list.stdout).to_string();
     assert!(!text.contains("carol@remote.example"), "{text}");
 }
+
+/// The metrics endpoint counts a message received over SMTP and delivered locally, and the
+/// autoconfig document names the configured ports.
+#[test]
+fn metrics_move_and_autoconfig_names_ports() {
+    let s = setup();
+    let _server = s.start("serve", s.ports.http);
+    let get = |path: &str| -> String {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.ports.http)).unwrap();
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    };
+    let metric = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = get("/metrics");
+    assert!(before.starts_with("HTTP/1.1 200"), "{before}");
+    let script = r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10)
+s.sendmail("x@example.net", ["bob@localhost"], b"Subject: count me\r\n\r\nhi\r\n")
+s.quit()
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &s.ports.smtp.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let after = get("/metrics");
+        let received = metric(&after, "hermod_messages_received_total")
+            - metric(&before, "hermod_messages_received_total");
+        let delivered = metric(&after, "hermod_messages_delivered_total")
+            - metric(&before, "hermod_messages_delivered_total");
+        if received == 1 && delivered == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counters did not move:\n{after}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let xml = get("/mail/config-v1.1.xml?emailaddress=bob@localhost");
+    assert!(xml.starts_with("HTTP/1.1 200"), "{xml}");
+    assert!(
+        xml.contains(&format!("<port>{}</port>", s.ports.imaps)),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(&format!("<port>{}</port>", s.ports.submission)),
+        "{xml}"
+    );
+    assert!(xml.contains("%EMAILADDRESS%"), "{xml}");
+}

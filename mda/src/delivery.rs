@@ -356,6 +356,7 @@ impl Delivery {
                         copy.len()
                     ),
                 }
+                hermod_common::metrics::inc(hermod_common::metrics::Counter::MessagesDelivered);
                 TargetOutcome::Delivered { mailbox, uid }
             }
             Err(e) => {

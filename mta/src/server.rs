@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hermod_common::config::Service;
+use hermod_common::metrics::{self, Counter};
 use hermod_common::net::{ConnInfo, accept_loop};
 use hermod_common::{Config, Context, Destination, Shutdown, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -425,7 +426,9 @@ impl SessionBackend for ServerBackend {
         self.queue
             .enqueue(id, &envelope, message)
             .await
-            .map_err(|e| BackendError(e.to_string()))
+            .map_err(|e| BackendError(e.to_string()))?;
+        metrics::inc(Counter::MessagesReceived);
+        Ok(())
     }
 }
 

@@ -146,17 +146,18 @@ impl WriteTx<'_> {
     /// Commits; keeps the [`Alloc`] invariant (fsync before the window would overflow).
     pub(super) async fn commit(mut self) -> Result<()> {
         if self.allocs > 0 {
-            let since = meta_int(&mut self.tx, "allocs_since_sync")
-                .await?
-                .unwrap_or(0);
-            let next = if since + self.allocs > ALLOC_WINDOW {
+            let since: i64 = sqlx::query_scalar(
+                "INSERT INTO meta (key, ival) VALUES ('allocs_since_sync', ?1) \
+                 ON CONFLICT (key) DO UPDATE SET ival = ival + ?1 RETURNING ival",
+            )
+            .bind(self.allocs)
+            .fetch_one(&mut *self.tx)
+            .await?;
+            if since > ALLOC_WINDOW {
                 // Make every earlier commit durable before this one's values are visible.
                 fsync_index(self.path).await?;
-                self.allocs
-            } else {
-                since + self.allocs
-            };
-            set_meta_int(&mut self.tx, "allocs_since_sync", next).await?;
+                set_meta_int(&mut self.tx, "allocs_since_sync", self.allocs).await?;
+            }
         }
         let (big, path) = (self.allocs > ALLOC_WINDOW / 2, self.path);
         self.tx.commit().await?;
@@ -439,49 +440,67 @@ pub(super) async fn insert_message(
     mailbox_id: i64,
     m: &MessageRow,
 ) -> Result<()> {
-    let (file, in_cur, from, off, len, fp) = match &m.loc {
-        Location::Maildir { base, in_cur } => (
-            Some(base.as_str()),
-            Some(*in_cur as i64),
-            None,
-            None,
-            None,
-            None,
-        ),
-        Location::Mbox {
-            from,
-            off,
-            len,
-            fingerprint,
-        } => (
-            None,
-            None,
-            Some(*from as i64),
-            Some(*off as i64),
-            Some(*len as i64),
-            Some(*fingerprint as i64),
-        ),
-    };
-    sqlx::query(
-        "INSERT INTO message (mailbox_id, uid, flags, keywords, modseq, size, internal_date, \
-         file, in_cur, mbox_from, mbox_off, mbox_len, fingerprint) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(mailbox_id)
-    .bind(i64::from(m.meta.uid))
-    .bind(i64::from(m.meta.flags.bits()))
-    .bind(keywords_to_db(&m.meta.keywords))
-    .bind(m.meta.modseq as i64)
-    .bind(m.meta.size as i64)
-    .bind(m.meta.internal_date)
-    .bind(file)
-    .bind(in_cur)
-    .bind(from)
-    .bind(off)
-    .bind(len)
-    .bind(fp)
-    .execute(tx.conn())
-    .await?;
+    insert_messages(tx, mailbox_id, std::slice::from_ref(m)).await
+}
+
+/// Inserts messages with one statement per 256 (a delivery batch is one round trip).
+pub(super) async fn insert_messages(
+    tx: &mut WriteTx<'_>,
+    mailbox_id: i64,
+    msgs: &[MessageRow],
+) -> Result<()> {
+    for chunk in msgs.chunks(256) {
+        let mut sql = String::from(
+            "INSERT INTO message (mailbox_id, uid, flags, keywords, modseq, size, \
+             internal_date, file, in_cur, mbox_from, mbox_off, mbox_len, fingerprint) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 { "" } else { ", " });
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        }
+        // Only placeholders are spliced in: no data in the SQL text.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for m in chunk {
+            let (file, in_cur, from, off, len, fp) = match &m.loc {
+                Location::Maildir { base, in_cur } => (
+                    Some(base.clone()),
+                    Some(*in_cur as i64),
+                    None,
+                    None,
+                    None,
+                    None,
+                ),
+                Location::Mbox {
+                    from,
+                    off,
+                    len,
+                    fingerprint,
+                } => (
+                    None,
+                    None,
+                    Some(*from as i64),
+                    Some(*off as i64),
+                    Some(*len as i64),
+                    Some(*fingerprint as i64),
+                ),
+            };
+            q = q
+                .bind(mailbox_id)
+                .bind(i64::from(m.meta.uid))
+                .bind(i64::from(m.meta.flags.bits()))
+                .bind(keywords_to_db(&m.meta.keywords))
+                .bind(m.meta.modseq as i64)
+                .bind(m.meta.size as i64)
+                .bind(m.meta.internal_date)
+                .bind(file)
+                .bind(in_cur)
+                .bind(from)
+                .bind(off)
+                .bind(len)
+                .bind(fp);
+        }
+        q.execute(tx.conn()).await?;
+    }
     Ok(())
 }
 

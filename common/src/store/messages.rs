@@ -317,6 +317,7 @@ impl Core {
                 }
                 // The renames become durable while the index is updated.
                 syncs.push(spawn_dir_sync(dirs));
+                let mut new_rows = Vec::with_capacity(group.len());
                 for (p, res) in group.into_iter().zip(results) {
                     let PendingData::Maildir { tmp, base } = p.data else {
                         continue;
@@ -342,7 +343,7 @@ impl Core {
                         },
                         loc: Location::Maildir { base, in_cur },
                     };
-                    index::insert_message(&mut tx, mb.id, &row).await?;
+                    new_rows.push(row);
                     ok.push((
                         p.reply,
                         Appended {
@@ -351,6 +352,7 @@ impl Core {
                         },
                     ));
                 }
+                index::insert_messages(&mut tx, mb.id, &new_rows).await?;
                 record_own_change(&mut mb, before, after);
                 rows.push(mb);
             }
@@ -436,6 +438,7 @@ impl Core {
         })
         .await?;
         let mut out = Vec::new();
+        let mut rows = Vec::new();
         for ((p, (flags, keywords)), date) in placed.into_iter().zip(meta).zip(dates) {
             let uid = mb.next_uid(&mut tx);
             let modseq = mb.next_modseq(&mut tx);
@@ -456,12 +459,13 @@ impl Core {
                     fingerprint: p.fingerprint,
                 },
             };
-            index::insert_message(&mut tx, mb.id, &row).await?;
+            rows.push(row);
             out.push(Appended {
                 uidvalidity: mb.uidvalidity,
                 uid,
             });
         }
+        index::insert_messages(&mut tx, mb.id, &rows).await?;
         mb.disk = after;
         mb.recheck_after = 0;
         index::save_mailbox(&mut tx, &mb).await?;

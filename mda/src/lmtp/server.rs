@@ -58,6 +58,7 @@ pub async fn run_session<S>(
                 session.recipient_checked(result);
             }
             Action::Deliver { envelope, message } => {
+                hermod_common::metrics::inc(hermod_common::metrics::Counter::MessagesReceived);
                 let results = delivery.deliver(&envelope, &message).await;
                 session.delivered(results.into_iter().map(|r| r.reply).collect());
             }

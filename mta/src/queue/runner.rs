@@ -18,6 +18,7 @@ use crate::bounce::{DsnAction, DsnRecipient, DsnReport, build_dsn};
 use crate::delivery::LocalDelivery;
 use crate::envelope::{Envelope, EnvelopeRecipient, Notify, QueueId};
 use crate::session::LocalDomains;
+use hermod_common::metrics::{self, Counter};
 
 /// How the runner behaves.
 #[derive(Debug, Clone)]
@@ -249,9 +250,19 @@ impl<D: LocalDelivery, L: LocalDomains> DeliveryJob<D, L> {
                 },
             };
             let (status, reply) = match &attempt {
-                Attempt::Sent { reply } => ("sent", reply),
-                Attempt::Deferred { reply, .. } => ("deferred", reply),
-                Attempt::Bounced { reply } => ("bounced", reply),
+                Attempt::Sent { reply } => {
+                    // Delivered copies are counted by the MDA; the latency is the queue's.
+                    metrics::observe_delivery_latency((now - message.arrival).max(0) as f64);
+                    ("sent", reply)
+                }
+                Attempt::Deferred { reply, .. } => {
+                    metrics::inc(Counter::MessagesDeferred);
+                    ("deferred", reply)
+                }
+                Attempt::Bounced { reply } => {
+                    metrics::inc(Counter::MessagesBounced);
+                    ("bounced", reply)
+                }
             };
             tracing::info!(queue_id = %id, to = %rcpt.address, relay = "local",
                 delay = format_args!("{delay:.3}"), attempts = rcpt.attempts + 1, status,
