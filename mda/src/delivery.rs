@@ -102,7 +102,14 @@ pub struct Delivery {
     forwarding: bool,
     /// Refuse a message that already has our `Delivered-To:` (a loop).
     loop_check: bool,
+    /// Look for an identical copy among the newest messages before filing (see
+    /// [`Delivery::checking_duplicates`]).
+    duplicate_check: bool,
 }
+
+/// How many of the newest messages of a mailbox are compared when looking for a copy that a
+/// crash left delivered but unrecorded.
+const DUPLICATE_WINDOW: u32 = 64;
 
 /// The mailbox every user has and deliveries default to.
 const INBOX: &str = "INBOX";
@@ -156,6 +163,7 @@ impl Delivery {
             size_limit: message_size_limit,
             forwarding: true,
             loop_check: true,
+            duplicate_check: false,
         }
     }
 
@@ -179,6 +187,16 @@ impl Delivery {
     /// `mailbox_command` (and does its own loop detection).
     pub fn without_loop_check(mut self) -> Delivery {
         self.loop_check = false;
+        self
+    }
+
+    /// Before filing a copy, look for the very same bytes among the newest messages of the
+    /// target mailbox and report that one as delivered instead. The queue uses this for
+    /// messages it held before a restart: a crash between the MDA's write and the queue's
+    /// record of it must not deliver the message twice. (The MTA's `Received:` header carries
+    /// the queue id and time, so two different submissions never have the same bytes.)
+    pub fn checking_duplicates(mut self) -> Delivery {
+        self.duplicate_check = true;
         self
     }
 
@@ -324,6 +342,15 @@ impl Delivery {
             }
         };
         let copy = with_trace_headers(sender, recipient, message);
+        if self.duplicate_check
+            && let Some((mailbox, uid)) = find_copy(&store, detail, &copy).await
+        {
+            tracing::info!(
+                "delivered to=<{to}> mailbox={mailbox} uid={uid} size={}: already filed before a restart",
+                copy.len()
+            );
+            return TargetOutcome::Delivered { mailbox, uid };
+        }
         if user.quota_bytes > 0
             && let Err(e) = store
                 .check_quota(Some(user.quota_bytes), None, copy.len() as u64)
@@ -365,6 +392,26 @@ impl Delivery {
             }
         }
     }
+}
+
+/// A message with exactly the bytes of `copy` among the newest ones of the mailbox a delivery
+/// goes to (the `detail` folder or INBOX).
+async fn find_copy(store: &UserStore, detail: Option<&str>, copy: &[u8]) -> Option<(String, Uid)> {
+    let mailbox = match detail {
+        Some(d) if !d.is_empty() => detail_folder(store, d).await,
+        _ => INBOX.to_string(),
+    };
+    let status = store.status(&mailbox).await.ok()?;
+    let newest = status.uidnext.saturating_sub(1);
+    let oldest = status.uidnext.saturating_sub(DUPLICATE_WINDOW).max(1);
+    for uid in (oldest..=newest).rev() {
+        if let Ok(stored) = store.read(&mailbox, uid).await
+            && stored == copy
+        {
+            return Some((mailbox, uid));
+        }
+    }
+    None
 }
 
 /// The existing folder named like `detail` (case-insensitively), else INBOX.

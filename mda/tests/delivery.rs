@@ -226,3 +226,41 @@ async fn concurrent_deliveries_to_one_mailbox_all_arrive_with_unique_uids() {
         assert_eq!(h.messages("alice", "INBOX").await.len(), 50);
     }
 }
+
+/// After a restart the queue re-delivers messages whose outcome it never recorded; with the
+/// duplicate check an identical copy already filed is reported, not filed again.
+#[tokio::test]
+async fn duplicate_check_finds_a_copy_filed_before_a_crash() {
+    let h = maildir().await;
+    h.add_user("alice", 0).await;
+    let msg = message("once", 500);
+    let plain = Delivery::from_context(&h.ctx);
+    let first = plain
+        .deliver_one("s@remote.example", "alice@example.org", &msg)
+        .await;
+    let Some(TargetOutcome::Delivered { uid: first_uid, .. }) =
+        first.targets.first().map(|t| t.outcome.clone())
+    else {
+        panic!("first delivery failed: {:?}", first.reply);
+    };
+    let checking = Delivery::from_context(&h.ctx).checking_duplicates();
+    let again = checking
+        .deliver_one("s@remote.example", "alice@example.org", &msg)
+        .await;
+    match again.targets.first().map(|t| t.outcome.clone()) {
+        Some(TargetOutcome::Delivered { uid, .. }) => assert_eq!(uid, first_uid),
+        other => panic!("unexpected {other:?}"),
+    }
+    let store = h.ctx.store.user("alice", "example.org").await.unwrap();
+    assert_eq!(store.status("INBOX").await.unwrap().messages, 1);
+    // A different message is filed as usual.
+    let other = checking
+        .deliver_one(
+            "s@remote.example",
+            "alice@example.org",
+            &message("twice", 500),
+        )
+        .await;
+    assert!(other.is_success());
+    assert_eq!(store.status("INBOX").await.unwrap().messages, 2);
+}

@@ -73,4 +73,17 @@ pub trait LocalDelivery: Send + Sync + 'static {
             results
         }
     }
+
+    /// Like [`LocalDelivery::deliver_many`], for a message that was already queued when this
+    /// process started: a crash may have filed it without the queue hearing of it, so an
+    /// implementation that can look (the in-process MDA) reports an identical copy found in
+    /// the mailbox as delivered instead of filing it twice.
+    fn deliver_many_after_restart(
+        &self,
+        sender: &str,
+        recipients: &[String],
+        message: &[u8],
+    ) -> impl Future<Output = Vec<Result<(), DeliveryError>>> + Send {
+        self.deliver_many(sender, recipients, message)
+    }
 }

@@ -16,24 +16,31 @@ use crate::queue::Queue;
 /// [`LocalDelivery`] by the MDA in this process.
 pub struct MdaDelivery {
     delivery: Delivery,
+    /// The same delivery, checking for a copy filed before a crash.
+    after_restart: Delivery,
     queue: Arc<Queue>,
 }
 
 impl MdaDelivery {
     /// `queue` receives forwards to remote alias targets.
     pub fn new(delivery: Delivery, queue: Arc<Queue>) -> Self {
-        MdaDelivery { delivery, queue }
+        let after_restart = delivery.clone().checking_duplicates();
+        MdaDelivery {
+            delivery,
+            after_restart,
+            queue,
+        }
     }
-}
 
-impl LocalDelivery for MdaDelivery {
-    async fn deliver(
+    async fn deliver_with(
         &self,
+        delivery: &Delivery,
         sender: &str,
         recipient: &str,
         message: &[u8],
     ) -> Result<(), DeliveryError> {
-        let result = self.delivery.deliver_one(sender, recipient, message).await;
+        let result = delivery.deliver_one(sender, recipient, message).await;
+
         let reply = result.reply.to_string();
         if result.is_temporary() {
             return Err(DeliveryError::temporary(reply));
@@ -70,6 +77,34 @@ impl LocalDelivery for MdaDelivery {
                 "forward to remote alias targets queued");
         }
         Ok(())
+    }
+}
+
+impl LocalDelivery for MdaDelivery {
+    async fn deliver(
+        &self,
+        sender: &str,
+        recipient: &str,
+        message: &[u8],
+    ) -> Result<(), DeliveryError> {
+        self.deliver_with(&self.delivery, sender, recipient, message)
+            .await
+    }
+
+    async fn deliver_many_after_restart(
+        &self,
+        sender: &str,
+        recipients: &[String],
+        message: &[u8],
+    ) -> Vec<Result<(), DeliveryError>> {
+        let mut results = Vec::with_capacity(recipients.len());
+        for recipient in recipients {
+            results.push(
+                self.deliver_with(&self.after_restart, sender, recipient, message)
+                    .await,
+            );
+        }
+        results
     }
 }
 

@@ -94,36 +94,47 @@ fn dotlock_path(path: &Path) -> PathBuf {
 }
 
 /// Takes the dotlock; `None` if the directory does not let us (e.g. a root-owned spool
-/// directory): the fcntl lock still protects us then.
+/// directory): the fcntl lock still protects us then. The lock is a hard link to a file
+/// already holding our pid, so a lock never exists without its owner written in it.
 fn take_dotlock(path: &Path, deadline: Instant) -> Result<Option<PathBuf>> {
     let lock = dotlock_path(path);
+    let mut tmp = lock.clone().into_os_string();
+    tmp.push(format!(
+        ".{}.{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let tmp = PathBuf::from(tmp);
+    let made = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| writeln!(f, "{} {}", std::process::id(), our_host()));
+    match made {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
+            ) =>
+        {
+            tracing::debug!(lock = %lock.display(), "no dotlock permission; fcntl lock only");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let _cleanup = DotlockGuard(Some(tmp.clone()));
     let mut attempt = 0;
     loop {
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&lock)
-        {
-            Ok(mut f) => {
-                let _ = writeln!(f, "{} {}", std::process::id(), our_host());
-                return Ok(Some(lock));
-            }
+        match fs::hard_link(&tmp, &lock) {
+            Ok(()) => return Ok(Some(lock)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 if dotlock_is_stale(&lock) {
                     tracing::warn!(lock = %lock.display(), "removing stale dotlock");
                     let _ = fs::remove_file(&lock);
                     continue;
                 }
-            }
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
-                ) =>
-            {
-                tracing::debug!(lock = %lock.display(), "no dotlock permission; fcntl lock only");
-                return Ok(None);
             }
             Err(e) => return Err(e.into()),
         }

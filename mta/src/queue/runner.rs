@@ -37,6 +37,9 @@ pub struct RunnerSettings {
     /// How often the queue is looked at even when nothing happened in this process (changes
     /// made by `hermod queue flush`, retries coming due).
     pub poll_interval: Duration,
+    /// When this process started (unix seconds): messages queued until then may have been
+    /// filed by a process that crashed before it could record so.
+    pub started_at: i64,
 }
 
 impl RunnerSettings {
@@ -48,6 +51,7 @@ impl RunnerSettings {
             min_backoff: Duration::from_secs(300),
             max_backoff: Duration::from_secs(3600),
             poll_interval: Duration::from_secs(10),
+            started_at: unix_now(),
         }
     }
 }
@@ -216,9 +220,16 @@ impl<D: LocalDelivery, L: LocalDomains> DeliveryJob<D, L> {
                     .iter()
                     .map(|r| r.address.clone())
                     .collect();
-                self.delivery
-                    .deliver_many(&message.sender, &addresses, &content)
-                    .await
+                // `<=`: the clock has whole seconds, and a restart can happen within one.
+                if message.arrival <= self.settings.started_at {
+                    self.delivery
+                        .deliver_many_after_restart(&message.sender, &addresses, &content)
+                        .await
+                } else {
+                    self.delivery
+                        .deliver_many(&message.sender, &addresses, &content)
+                        .await
+                }
             }
             Err(e) => {
                 tracing::error!(queue_id = %id, error = %e, "cannot read queued message");
