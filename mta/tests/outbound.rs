@@ -510,3 +510,94 @@ async fn flush_from_another_process_wakes_a_deferred_message() {
     assert_eq!(got.recipients, ["bob@remote.test"]);
     w.stop().await;
 }
+
+#[tokio::test]
+async fn a_temporary_refusal_sends_the_message_to_the_next_mx_at_once() {
+    let mut w = World::new(|_, _, _| {}).await;
+    w.dns.mx("remote.test", 10, "mx1.remote.test");
+    w.dns.mx("remote.test", 20, "mx2.remote.test");
+    w.dns.address("mx1.remote.test", "127.0.0.18");
+    w.dns.address("mx2.remote.test", "127.0.0.19");
+    let busy = Sink::start(
+        w.at("127.0.0.18"),
+        SinkOptions {
+            rcpt: Arc::new(|_| "452 4.3.1 Insufficient system storage".into()),
+            ..SinkOptions::default()
+        },
+    )
+    .await;
+    let backup = Sink::start(w.at("127.0.0.19"), SinkOptions::default()).await;
+    let id = w
+        .send("alice@hermod.test", &["bob@remote.test"], MESSAGE)
+        .await;
+    w.start(w.settings());
+    let got = wait_for("delivery by the backup MX", async || {
+        backup.messages().pop()
+    })
+    .await;
+    assert_eq!(got.recipients, ["bob@remote.test"]);
+    assert!(busy.messages().is_empty());
+    assert_eq!(busy.connections(), 1, "the best MX was tried first");
+    wait_for("the queue to empty", async || {
+        w.queue_is_empty().await.then_some(())
+    })
+    .await;
+    assert!(w.queue.show(&id).await.unwrap().is_none());
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_too_old_bounces_instead_of_waiting_again() {
+    // maximal_queue_lifetime = 0: the first temporary failure is the last.
+    let mut w = World::new(|c, _, _| c.delivery.maximal_queue_lifetime = 0).await;
+    w.dns.mx("remote.test", 10, "mx1.remote.test");
+    w.dns.address("mx1.remote.test", "127.0.0.20");
+    w.send("alice@hermod.test", &["bob@remote.test"], MESSAGE)
+        .await;
+    w.start(w.settings());
+    wait_for("the bounce", async || {
+        (!w.bounces().is_empty()).then_some(())
+    })
+    .await;
+    let (_, status) = check_dsn(&w);
+    assert!(status.contains("Action: failed\r\n"));
+    assert!(status.contains("Status: 4.4.1\r\n"), "{status}");
+    assert!(status.contains("Connection refused"), "{status}");
+    assert!(status.contains("gave up: message too old"), "{status}");
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn credentials_are_never_sent_in_clear() {
+    let mut w = World::new(|c, _, port| {
+        c.relayhost = Some(format!("[relay.test]:{port}").parse().unwrap());
+        c.delivery.relayhost_username = Some("hermod".into());
+        c.delivery.relayhost_password = Some("relay-secret".into());
+    })
+    .await;
+    w.dns.address("relay.test", "127.0.0.21");
+    // AUTH offered, STARTTLS not: the mail waits rather than leak the password.
+    let relay = Sink::start(
+        w.at("127.0.0.21"),
+        SinkOptions {
+            auth: Some(("hermod".into(), "relay-secret".into())),
+            ..SinkOptions::default()
+        },
+    )
+    .await;
+    let id = w
+        .send("alice@hermod.test", &["bob@remote.test"], MESSAGE)
+        .await;
+    w.start(w.settings());
+    let deferred = wait_for("the deferral", async || {
+        let m = w.queue.show(&id).await.unwrap()?;
+        (m.recipients[0].status == RecipientStatus::Deferred).then_some(m)
+    })
+    .await;
+    let reply = deferred.recipients[0].last_reply.clone().unwrap();
+    assert!(reply.starts_with("451 4.7.0 "), "{reply}");
+    assert!(reply.contains("not sent in clear"), "{reply}");
+    assert!(relay.messages().is_empty());
+    assert!(w.bounces().is_empty());
+    w.stop().await;
+}

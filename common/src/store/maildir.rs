@@ -161,6 +161,30 @@ pub(super) fn disk_state(dir: &Path) -> io::Result<DiskState> {
     })
 }
 
+/// Does this file system give a directory a new mtime for every change made after someone
+/// looked at it (Linux >= 6.13 "multigrain" timestamps on ext4, xfs, btrfs, tmpfs)? Then a
+/// recorded mtime can be trusted at once; with coarse (jiffy) timestamps a change in the
+/// same tick as our `stat` would go unseen, so recent states are re-checked later.
+/// Probed three times: coarse clocks cannot pass all three by luck.
+pub(super) fn fine_grained_mtimes(parent: &Path) -> bool {
+    let probe = parent.join(format!(
+        ".hermod-mtime-probe.{:016x}",
+        rand::random::<u64>()
+    ));
+    let res = (|| -> io::Result<bool> {
+        fs::create_dir(&probe)?;
+        let mut fine = true;
+        for i in 0..3 {
+            let before = mtime_ns(&fs::metadata(&probe)?);
+            File::create(probe.join(i.to_string()))?;
+            fine &= mtime_ns(&fs::metadata(&probe)?) != before;
+        }
+        Ok(fine)
+    })();
+    let _ = fs::remove_dir_all(&probe);
+    res.unwrap_or(false)
+}
+
 /// The newest mtime in a state, ns.
 pub(super) fn newest(s: DiskState) -> i64 {
     s.a.max(s.b)

@@ -353,7 +353,7 @@ impl Core {
                     ));
                 }
                 index::insert_messages(&mut tx, mb.id, &new_rows).await?;
-                record_own_change(&mut mb, before, after);
+                record_own_change(&mut mb, before, after, self.fine_mtimes);
                 rows.push(mb);
             }
             for mb in &rows {
@@ -712,7 +712,7 @@ impl Core {
             changed_meta.push(new.meta);
         }
         if let Some((before, after)) = states {
-            record_own_change(&mut mb, before, after);
+            record_own_change(&mut mb, before, after, self.fine_mtimes);
         }
         index::save_mailbox(&mut tx, &mb).await?;
         tx.commit().await?;
@@ -794,7 +794,7 @@ impl Core {
             index::expunge_message(&mut tx, mb.id, r.meta.uid, modseq).await?;
             out.push(r.meta.uid);
         }
-        record_own_change(&mut mb, before, after);
+        record_own_change(&mut mb, before, after, self.fine_mtimes);
         index::save_mailbox(&mut tx, &mb).await?;
         tx.commit().await?;
         drop(w);
@@ -1003,11 +1003,11 @@ impl Core {
             }
         }
         if same {
-            record_own_change(&mut src, src_before, src_after);
+            record_own_change(&mut src, src_before, src_after, self.fine_mtimes);
             index::save_mailbox(&mut tx, &src).await?;
         } else {
-            record_own_change(&mut src, src_before, src_after);
-            record_own_change(&mut dst, dst_before, dst_after);
+            record_own_change(&mut src, src_before, src_after, self.fine_mtimes);
+            record_own_change(&mut dst, dst_before, dst_after, self.fine_mtimes);
             index::save_mailbox(&mut tx, &src).await?;
             index::save_mailbox(&mut tx, &dst).await?;
         }

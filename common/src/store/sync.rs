@@ -20,9 +20,10 @@ const SETTLE_NS: i64 = 1_000_000_000;
 
 /// After seeing a disk state whose newest mtime is `newest`: if that is less than a second
 /// ago, a later change could still share the mtime, so check again once it has settled.
-pub(super) fn recheck_after(newest: i64) -> i64 {
+/// Not needed where every change after a `stat` gets a new mtime (`fine`).
+pub(super) fn recheck_after(newest: i64, fine: bool) -> i64 {
     let t = newest.saturating_add(SETTLE_NS);
-    if now_ns() < t { t } else { 0 }
+    if !fine && now_ns() < t { t } else { 0 }
 }
 
 /// Does the index need a full scan to match this disk state?
@@ -33,10 +34,15 @@ pub(super) fn needs_scan(row: &MailboxRow, state: DiskState) -> bool {
 /// After our own change under the write lock: if the index matched the disk before it, it
 /// matches after it too (other hermod writers wait for the lock; other tools are caught by
 /// the settle re-check).
-pub(super) fn record_own_change(row: &mut MailboxRow, before: DiskState, after: DiskState) {
+pub(super) fn record_own_change(
+    row: &mut MailboxRow,
+    before: DiskState,
+    after: DiskState,
+    fine: bool,
+) {
     if before == row.disk {
         row.disk = after;
-        let r = recheck_after(maildir::newest(after));
+        let r = recheck_after(maildir::newest(after), fine);
         if r != 0 {
             row.recheck_after = row.recheck_after.max(r);
         }
@@ -196,7 +202,7 @@ impl Core {
             }
         }
         mb.disk = state;
-        mb.recheck_after = recheck_after(maildir::newest(state));
+        mb.recheck_after = recheck_after(maildir::newest(state), self.fine_mtimes);
         index::save_mailbox(&mut tx, &mb).await?;
         tx.commit().await?;
         drop(w);
@@ -301,5 +307,22 @@ impl Core {
         mb.disk = state;
         mb.recheck_after = 0;
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_states_are_rechecked_only_with_coarse_mtimes() {
+        let now = now_ns();
+        assert!(recheck_after(now, false) > now);
+        assert_eq!(recheck_after(now, true), 0);
+        assert_eq!(recheck_after(now - 5 * SETTLE_NS, false), 0);
+        let dir = tempfile::tempdir().unwrap();
+        // Whatever the kernel offers, the probe leaves nothing behind.
+        let _ = maildir::fine_grained_mtimes(dir.path());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

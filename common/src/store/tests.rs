@@ -568,6 +568,22 @@ async fn create_rename_delete_follow_rfc3501() {
                 .unwrap()
                 .contains(&"Jobs/2024".to_string())
         );
+        u.unsubscribe("Jobs/2024").await.unwrap();
+        assert!(
+            !u.subscriptions()
+                .await
+                .unwrap()
+                .contains(&"Jobs/2024".to_string())
+        );
+        u.set_special_use("Jobs/2024", Some(SpecialUse::Archive))
+            .await
+            .unwrap();
+        let l = u.list().await.unwrap();
+        let j = l.iter().find(|m| m.name == "Jobs/2024").unwrap();
+        assert_eq!(
+            (j.special_use, j.subscribed),
+            (Some(SpecialUse::Archive), false)
+        );
 
         // DELETE with children: messages go, the name stays as a \Noselect parent.
         u.delete("Jobs/2024").await.unwrap();
@@ -649,6 +665,13 @@ async fn copy_and_move_keep_flags_and_report_uid_pairs() {
         assert_eq!(u.read("Archive", 2).await.unwrap(), message(2));
         assert_eq!(u.read("Archive", 1).await.unwrap(), message(0));
         assert_eq!(u.quota_usage().await.unwrap().messages, 5);
+        // COPY into the same mailbox adds a second copy under a new UID.
+        let next = u.status("INBOX").await.unwrap().uidnext;
+        let c = u.copy("INBOX", &[2], "INBOX").await.unwrap();
+        assert_eq!(c.pairs, vec![(2, next)], "{kind}");
+        assert_eq!(u.read("INBOX", next).await.unwrap(), message(1));
+        let st = u.status("INBOX").await.unwrap();
+        assert_eq!((st.messages, st.uidnext), (2, next + 1), "{kind}");
     }
     // Copies keep flags in the file name: the \Seen one in cur/, the other in new/.
     let trash = tmp.path().join("m/mail/example.org/alice/Maildir/.Trash");

@@ -90,6 +90,8 @@ pub(super) struct Core {
     pub(super) pool: SqlitePool,
     pub(super) writer: tokio::sync::Mutex<Writer>,
     pub(super) notifier: Arc<UserNotifier>,
+    /// Directory mtimes change on every change (see `maildir::fine_grained_mtimes`).
+    pub(super) fine_mtimes: bool,
 }
 
 fn expand_template(t: &str, localpart: &str, domain: &str) -> String {
@@ -146,6 +148,8 @@ impl UserShared {
         let (pool, mut writer) = index::open(&dir.join("index.sqlite")).await?;
         Alloc::after_open(&mut writer).await?;
         let notifier = UserNotifier::new(hub, &dir, cfg.format, &root, &inbox_path)?;
+        let d = dir.clone();
+        let fine_mtimes = blocking(move || Ok(maildir::fine_grained_mtimes(&d))).await?;
         let core = Arc::new(Core {
             cfg: cfg.clone(),
             dir,
@@ -154,6 +158,7 @@ impl UserShared {
             pool,
             writer: tokio::sync::Mutex::new(writer),
             notifier,
+            fine_mtimes,
         });
         core.init_mailboxes().await?;
         let (tx, rx) = mpsc::unbounded_channel();

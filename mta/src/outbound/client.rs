@@ -133,7 +133,7 @@ pub fn unsuitable_server(
 
 /// `MAIL FROM:<...>` with the parameters the server understands.
 pub fn mail_command(message: &OutgoingMessage<'_>, needs: Needs, caps: &Capabilities) -> String {
-    let mut cmd = format!("MAIL FROM:<{}>", message.sender);
+    let mut cmd = format!("MAIL FROM:<{}>", smtp_path(message.sender));
     if caps.size.is_some() {
         cmd.push_str(&format!(" SIZE={}", message.content.len()));
     }
@@ -163,7 +163,7 @@ pub fn mail_command(message: &OutgoingMessage<'_>, needs: Needs, caps: &Capabili
 
 /// `RCPT TO:<...>`, with the DSN parameters passed on when the server takes them.
 pub fn rcpt_command(rcpt: &OutgoingRecipient<'_>, caps: &Capabilities) -> String {
-    let mut cmd = format!("RCPT TO:<{}>", rcpt.address);
+    let mut cmd = format!("RCPT TO:<{}>", smtp_path(rcpt.address));
     if caps.dsn {
         let notify = rcpt.notify.to_param();
         if !notify.is_empty() {
@@ -191,26 +191,31 @@ pub fn xtext(text: &str) -> String {
     out
 }
 
-/// The message content as sent after DATA: dot-stuffed (RFC 5321 4.5.2), ending in CRLF, then
-/// the terminating `.` line.
-pub fn data_content(content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(content.len() + content.len() / 64 + 5);
-    let mut line_start = true;
-    for &b in content {
-        if line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        line_start = b == b'\n';
+/// An address as written in MAIL FROM / RCPT TO: a local part that is not a dot-atom is
+/// quoted again (the session stores `"john doe"@example.org` unquoted, as smtp-proto gives it).
+pub fn smtp_path(address: &str) -> String {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return address.to_string();
+    };
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || !c.is_ascii() || "!#$%&'*+-/=?^_`{|}~".contains(c);
+    let dot_atom = !local.is_empty()
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(atext));
+    if dot_atom {
+        return address.to_string();
     }
-    if !content.is_empty() && !out.ends_with(b"\r\n") {
-        if out.ends_with(b"\n") {
-            out.pop();
+    let mut quoted = String::with_capacity(local.len() + 2);
+    quoted.push('"');
+    for c in local.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
         }
-        out.extend_from_slice(b"\r\n");
+        quoted.push(c);
     }
-    out.extend_from_slice(b".\r\n");
-    out
+    quoted.push('"');
+    format!("{quoted}@{domain}")
 }
 
 /// Where in the transaction a reply came from (for logs: "in reply to RCPT TO").
@@ -254,7 +259,7 @@ pub enum Next {
     Read,
     /// Write these bytes, then read.
     Write(Vec<u8>),
-    /// Write the message content (see [`data_content`]), then read.
+    /// Write the message content (dot-stuffed, [`crate::lmtp_client::dot_stuff`]), then read.
     WriteContent,
     /// The transaction is over. `reset`: a transaction is open on the server and needs an
     /// RSET before the connection carries another message.
@@ -535,14 +540,19 @@ mod tests {
     }
 
     #[test]
-    fn content_is_dot_stuffed_and_terminated() {
+    fn local_parts_that_are_not_dot_atoms_are_quoted() {
         assert_eq!(
-            data_content(b".hidden\r\nline\r\n..two\r\n"),
-            b"..hidden\r\nline\r\n...two\r\n.\r\n"
+            smtp_path("first.last+tag@example.org"),
+            "first.last+tag@example.org"
         );
-        assert_eq!(data_content(b"no newline"), b"no newline\r\n.\r\n");
-        assert_eq!(data_content(b"bare lf\n"), b"bare lf\r\n.\r\n");
-        assert_eq!(data_content(b""), b".\r\n");
+        assert_eq!(
+            smtp_path("john doe@example.org"),
+            "\"john doe\"@example.org"
+        );
+        assert_eq!(smtp_path("a\"b@example.org"), "\"a\\\"b\"@example.org");
+        assert_eq!(smtp_path(".lead@example.org"), "\".lead\"@example.org");
+        assert_eq!(smtp_path("jos\u{e9}@example.org"), "jos\u{e9}@example.org");
+        assert_eq!(smtp_path(""), "");
     }
 
     fn rcpts(n: usize) -> Vec<String> {

@@ -15,7 +15,7 @@ use tokio_util::either::Either;
 
 use super::client::{
     Capabilities, Needs, Next, OutgoingMessage, OutgoingRecipient, RecipientReply, Transaction,
-    data_content, mail_command, rcpt_command, unsuitable_server,
+    mail_command, rcpt_command, unsuitable_server,
 };
 use super::reply::{RemoteReply, ReplyBuffer, synthetic};
 use super::tls::{TlsClient, TlsOutcome};
@@ -378,9 +378,15 @@ impl SmtpConnection {
                 wire.authenticate(credentials, &capabilities, t.command)
                     .await?;
             } else if offered {
-                tracing::warn!(server = %target,
-                    "relay host offers AUTH without TLS: credentials not sent in clear");
+                // Without the credentials the relay would refuse the mail for good (530):
+                // better to wait until it offers TLS, with the reason in the queue.
+                return Err(ConnectionFailure::new(
+                    451,
+                    [4, 7, 0],
+                    format!("{target} offers AUTH only without TLS: credentials not sent in clear"),
+                ));
             } else {
+                // Some relays authenticate by address; try without.
                 tracing::warn!(server = %target, "relay host does not offer AUTH PLAIN or LOGIN");
             }
         }
@@ -466,7 +472,7 @@ impl SmtpConnection {
                     self.wire.write(&bytes, t.command, &stage).await?
                 }
                 Next::WriteContent => {
-                    let content = data_content(message.content);
+                    let content = crate::lmtp_client::dot_stuff(message.content);
                     self.wire
                         .write(&content, t.data, "sending message body")
                         .await?;

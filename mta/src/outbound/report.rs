@@ -4,33 +4,10 @@
 
 use std::collections::HashMap;
 
-use crate::bounce::{DsnAction, DsnRecipient, DsnReport, build_dsn};
+use crate::bounce::{DsnReport, build_dsn};
 use crate::envelope::{Envelope, EnvelopeRecipient, Notify, QueueId};
-use crate::queue::{NewMessage, Queue, QueueError, QueuedMessage, RecipientStatus, unix_now};
-
-/// The recipients the sender must hear about: the same rule as the queue's (failures unless
-/// NOTIFY says otherwise; local deliveries asked for with NOTIFY=SUCCESS), so that a report is
-/// sent exactly when the queue kept the message for one.
-fn reported(message: &QueuedMessage) -> Vec<DsnRecipient> {
-    message
-        .recipients
-        .iter()
-        .filter_map(|r| {
-            let action = match r.status {
-                RecipientStatus::Bounced if r.notify.wants_failure() => DsnAction::Failed,
-                RecipientStatus::Sent if r.notify.success && r.local => DsnAction::Delivered,
-                _ => return None,
-            };
-            Some(DsnRecipient {
-                address: r.address.clone(),
-                orcpt: r.orcpt.clone(),
-                action,
-                reply: r.last_reply.clone().unwrap_or_default(),
-                last_attempt: r.last_attempt,
-            })
-        })
-        .collect()
-}
+use crate::queue::runner::reported_recipients;
+use crate::queue::{NewMessage, Queue, QueueError, QueuedMessage, unix_now};
 
 /// Queues the report for a finished `message` and removes the message. `remote_mtas` names
 /// the server that gave the final reply, by recipient position, for `Remote-MTA:`.
@@ -42,7 +19,7 @@ pub async fn queue_report(
     remote_mtas: &HashMap<u32, String>,
 ) -> Result<QueueId, QueueError> {
     let id = &message.id;
-    let recipients = reported(message);
+    let recipients = reported_recipients(message);
     let original = match queue.read_message(id).await {
         Ok(content) => content,
         Err(e) => {
