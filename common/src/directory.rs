@@ -265,10 +265,7 @@ impl Directory {
             .bind(&key)
             .execute(&self.pool)
             .await?;
-        if r.rows_affected() == 0 {
-            return Err(DirectoryError::NoSuchUser(key));
-        }
-        Ok(())
+        user_changed(r.rows_affected(), key)
     }
 
     pub async fn set_quota(&self, address: &str, quota_bytes: u64) -> Result<(), DirectoryError> {
@@ -278,10 +275,7 @@ impl Directory {
             .bind(&key)
             .execute(&self.pool)
             .await?;
-        if r.rows_affected() == 0 {
-            return Err(DirectoryError::NoSuchUser(key));
-        }
-        Ok(())
+        user_changed(r.rows_affected(), key)
     }
 
     pub async fn set_enabled(&self, address: &str, enabled: bool) -> Result<(), DirectoryError> {
@@ -291,10 +285,7 @@ impl Directory {
             .bind(&key)
             .execute(&self.pool)
             .await?;
-        if r.rows_affected() == 0 {
-            return Err(DirectoryError::NoSuchUser(key));
-        }
-        Ok(())
+        user_changed(r.rows_affected(), key)
     }
 
     /// Delete a user from the directory. Their mail stays on disk for the admin to remove.
@@ -304,10 +295,7 @@ impl Directory {
             .bind(&key)
             .execute(&self.pool)
             .await?;
-        if r.rows_affected() == 0 {
-            return Err(DirectoryError::NoSuchUser(key));
-        }
-        Ok(())
+        user_changed(r.rows_affected(), key)
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>, DirectoryError> {
@@ -570,6 +558,15 @@ async fn hash_blocking(password: &str) -> Result<String, DirectoryError> {
         .await
         .map_err(|e| DirectoryError::Join(e.to_string()))?
         .map_err(DirectoryError::from)
+}
+
+/// An UPDATE or DELETE of one user: no row touched means there is no such user.
+fn user_changed(rows: u64, key: String) -> Result<(), DirectoryError> {
+    if rows == 0 {
+        Err(DirectoryError::NoSuchUser(key))
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -149,6 +149,27 @@ fn take_dotlock(path: &Path, deadline: Instant) -> Result<Option<PathBuf>> {
     }
 }
 
+/// Take an fcntl lock of `kind` on `file`, retrying with backoff until `deadline`.
+fn wait_for_ofd_lock(
+    file: &File,
+    kind: libc::c_int,
+    path: &Path,
+    deadline: Instant,
+) -> Result<()> {
+    let mut attempt = 0;
+    while !ofd_lock(file, kind)? {
+        if Instant::now() >= deadline {
+            return Err(StoreError::Temporary(format!(
+                "mailbox is locked (fcntl): {}",
+                path.display()
+            )));
+        }
+        pause(attempt);
+        attempt += 1;
+    }
+    Ok(())
+}
+
 impl MboxLock {
     /// Dotlock + exclusive fcntl lock on the existing file `path`, waiting at most `timeout`,
     /// then `Temporary`. Blocking.
@@ -157,17 +178,7 @@ impl MboxLock {
         let dotlock = take_dotlock(path, deadline)?;
         let guard = DotlockGuard(dotlock);
         let file = OpenOptions::new().read(true).write(true).open(path)?;
-        let mut attempt = 0;
-        while !ofd_lock(&file, libc::F_WRLCK)? {
-            if Instant::now() >= deadline {
-                return Err(StoreError::Temporary(format!(
-                    "mailbox is locked (fcntl): {}",
-                    path.display()
-                )));
-            }
-            pause(attempt);
-            attempt += 1;
-        }
+        wait_for_ofd_lock(&file, libc::F_WRLCK, path, deadline)?;
         Ok(MboxLock {
             file,
             dotlock: guard.take(),
@@ -178,17 +189,7 @@ impl MboxLock {
     pub(super) fn shared(path: &Path, timeout: Duration) -> Result<MboxLock> {
         let deadline = Instant::now() + timeout;
         let file = File::open(path)?;
-        let mut attempt = 0;
-        while !ofd_lock(&file, libc::F_RDLCK)? {
-            if Instant::now() >= deadline {
-                return Err(StoreError::Temporary(format!(
-                    "mailbox is locked (fcntl): {}",
-                    path.display()
-                )));
-            }
-            pause(attempt);
-            attempt += 1;
-        }
+        wait_for_ofd_lock(&file, libc::F_RDLCK, path, deadline)?;
         Ok(MboxLock {
             file,
             dotlock: None,
