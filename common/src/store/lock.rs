@@ -150,12 +150,7 @@ fn take_dotlock(path: &Path, deadline: Instant) -> Result<Option<PathBuf>> {
 }
 
 /// Take an fcntl lock of `kind` on `file`, retrying with backoff until `deadline`.
-fn wait_for_ofd_lock(
-    file: &File,
-    kind: libc::c_int,
-    path: &Path,
-    deadline: Instant,
-) -> Result<()> {
+fn wait_for_ofd_lock(file: &File, kind: libc::c_int, path: &Path, deadline: Instant) -> Result<()> {
     let mut attempt = 0;
     while !ofd_lock(file, kind)? {
         if Instant::now() >= deadline {
