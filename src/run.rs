@@ -103,6 +103,11 @@ pub async fn daemon(opts: &LoadOptions, role: Role) -> Result<ExitCode> {
         (Some(path), true) => Some(hermod_mda::lmtp::bind_socket(path)?),
         _ => None,
     };
+    // The ACME challenge port (443) too; one process orders, the others follow its files.
+    let acme_listeners = match role {
+        Role::All | Role::Mta => hermod_common::acme::bind(&config)?,
+        _ => Vec::new(),
+    };
     if let Some(user) = crate::privileges::enter_data_dir(&config)? {
         tracing::info!(user, "dropped privileges");
     }
@@ -119,6 +124,8 @@ pub async fn daemon(opts: &LoadOptions, role: Role) -> Result<ExitCode> {
         "TLS certificate (SHA-256)"
     );
     let shutdown = Shutdown::new();
+    // Installs a stored ACME certificate now, so the services start with it.
+    hermod_common::acme::start(&ctx, acme_listeners, &shutdown)?;
     let mut tasks = tokio::task::JoinSet::new();
     start(&ctx, &runnable, lmtp_socket, &shutdown, &mut tasks);
     tracing::info!(
@@ -132,7 +139,7 @@ pub async fn daemon(opts: &LoadOptions, role: Role) -> Result<ExitCode> {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break None }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break None }
-            _ = sighup.recv() => match ctx.tls.reload() {
+            _ = sighup.recv() => match hermod_common::acme::reload(&ctx) {
                 Ok(fingerprint) => tracing::info!(%fingerprint, "SIGHUP: certificate reloaded"),
                 Err(e) => tracing::warn!(error = %e, "SIGHUP: certificate not reloaded; keeping the old one"),
             },

@@ -288,6 +288,38 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
 }
 
+/// Let's Encrypt's production ACME directory, the default of `[acme] directory_url`.
+pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory: untrusted certificates, generous rate limits.
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// Certificates from an ACME CA (Let's Encrypt) by the TLS-ALPN-01 challenge. Off by default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeConfig {
+    pub enabled: bool,
+    /// Names on the certificate; empty means `myhostname` (see [`Config::acme_domains`]).
+    pub domains: Vec<String>,
+    /// Account contacts, `mailto:` URLs.
+    pub contact: Vec<String>,
+    pub directory_url: String,
+    /// Where the CA's TLS-ALPN-01 validation connects (port 443 for Let's Encrypt).
+    pub listen: Vec<SocketAddr>,
+    /// An extra PEM root to trust for the ACME server's HTTPS (a private or test CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The `[acme]` section as written: every value optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcmeSection {
+    enabled: Option<bool>,
+    domains: Option<Vec<String>>,
+    contact: Option<Vec<String>>,
+    directory_url: Option<String>,
+    listen: Option<Vec<ListenAddr>>,
+    ca_file: Option<PathBuf>,
+}
+
 /// The DNS resolver. No nameservers means the system's (`/etc/resolv.conf`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -395,6 +427,7 @@ pub struct Config {
     pub dns: DnsConfig,
     pub delivery: DeliveryConfig,
     pub limits: Limits,
+    pub acme: AcmeConfig,
     /// True in the zero-config `--dev` mode.
     pub dev: bool,
 }
@@ -436,6 +469,7 @@ struct FileConfig {
     dns: Option<DnsConfig>,
     delivery: Option<DeliveryConfig>,
     limits: Option<Limits>,
+    acme: Option<AcmeSection>,
     smtp: Option<ServiceSection>,
     submission: Option<ServiceSection>,
     submissions: Option<ServiceSection>,
@@ -523,12 +557,21 @@ impl Config {
             dns: DnsConfig::default(),
             delivery: DeliveryConfig::default(),
             limits: Limits::default(),
+            acme: AcmeConfig {
+                enabled: false,
+                domains: Vec::new(),
+                contact: Vec::new(),
+                directory_url: LETS_ENCRYPT_PRODUCTION.to_string(),
+                listen: Vec::new(),
+                ca_file: None,
+            },
             dev,
         };
         config.listen = Service::ALL
             .iter()
             .map(|s| (*s, config.default_listen(*s)))
             .collect();
+        config.acme.listen = config.default_acme_listen();
         config
     }
 
@@ -542,26 +585,22 @@ impl Config {
         } else {
             self.inet_interfaces.clone()
         };
-        let mut out = Vec::new();
-        for iface in interfaces {
-            match iface.as_str() {
-                "all" => {
-                    out.push(SocketAddr::from(([0, 0, 0, 0], port)));
-                }
-                "loopback-only" | "localhost" => out.push(SocketAddr::from(([127, 0, 0, 1], port))),
-                other => {
-                    if let Ok(ip) = other
-                        .trim_matches(|c| c == '[' || c == ']')
-                        .parse::<IpAddr>()
-                    {
-                        out.push(SocketAddr::new(ip, port));
-                    }
-                }
-            }
-        }
-        out
+        interface_addrs(&interfaces, port)
     }
 
+    /// The TLS-ALPN-01 listener: port 443 (2443 in `--dev`) on the public interfaces.
+    fn default_acme_listen(&self) -> Vec<SocketAddr> {
+        interface_addrs(&self.inet_interfaces, if self.dev { 2443 } else { 443 })
+    }
+
+    /// The names the ACME certificate is for: `[acme] domains`, or `myhostname`.
+    pub fn acme_domains(&self) -> Vec<String> {
+        if self.acme.domains.is_empty() {
+            vec![self.myhostname.clone()]
+        } else {
+            self.acme.domains.clone()
+        }
+    }
     /// Load the configuration as the command line asks.
     pub fn load(opts: &LoadOptions) -> Result<Config, ConfigError> {
         let mut config = Config::defaults(opts.dev);
@@ -734,6 +773,62 @@ impl Config {
                 entry.1 = addrs;
             }
         }
+        let acme = file.acme.unwrap_or_default();
+        if let Some(v) = acme.enabled {
+            self.acme.enabled = v;
+        }
+        if let Some(v) = acme.domains {
+            self.acme.domains = v
+                .iter()
+                .map(|d| check_domain(d))
+                .collect::<Result<_, _>>()
+                .map_err(|m| invalid("domains", m))?;
+        }
+        if let Some(v) = acme.contact {
+            if let Some(bad) = v.iter().find(|c| {
+                !c.strip_prefix("mailto:")
+                    .is_some_and(|a| a.contains('@') && !a.contains(char::is_whitespace))
+            }) {
+                return Err(invalid(
+                    "contact",
+                    format!("{bad:?} is not a mailto: URL (\"mailto:postmaster@example.org\")"),
+                ));
+            }
+            self.acme.contact = v;
+        }
+        if let Some(v) = acme.directory_url {
+            if !v.starts_with("https://") {
+                return Err(invalid(
+                    "directory_url",
+                    format!("{v:?} is not an https:// URL"),
+                ));
+            }
+            self.acme.directory_url = v;
+        }
+        match acme.listen {
+            Some(l) => self.acme.listen = l.into_iter().map(|a| a.0).collect(),
+            None if interfaces_changed => self.acme.listen = self.default_acme_listen(),
+            None => {}
+        }
+        if acme.ca_file.is_some() {
+            self.acme.ca_file = acme.ca_file;
+        }
+        if self.acme.enabled {
+            if self.acme.listen.is_empty() {
+                return Err(invalid(
+                    "acme",
+                    "`listen` must name an address: the CA connects to it (port 443) to validate"
+                        .to_string(),
+                ));
+            }
+            if self.tls.cert.is_some() {
+                return Err(invalid(
+                    "acme",
+                    "ACME is enabled and [tls] names a certificate: use one or the other"
+                        .to_string(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -841,6 +936,19 @@ impl Config {
             }
             _ => out.push_str("# self-signed certificate generated in data_dir/tls\n"),
         }
+        let a = &self.acme;
+        out.push_str(&format!(
+            "\n[acme]\nenabled = {}\ndomains = {}\ncontact = {}\ndirectory_url = {}\n",
+            a.enabled,
+            list(&self.acme_domains()),
+            list(&a.contact),
+            q(&a.directory_url)
+        ));
+        let addrs: Vec<String> = a.listen.iter().map(|x| x.to_string()).collect();
+        out.push_str(&format!("listen = {}\n", list(&addrs)));
+        if let Some(c) = &a.ca_file {
+            out.push_str(&format!("ca_file = {}\n", q(&c.display().to_string())));
+        }
         let ns: Vec<String> = self.dns.nameservers.iter().map(|n| n.0.clone()).collect();
         out.push_str(&format!("\n[dns]\nnameservers = {}\n", list(&ns)));
         let d = &self.delivery;
@@ -865,6 +973,28 @@ impl Config {
         ));
         out
     }
+}
+
+/// `port` on each of `interfaces` (IPs, "all", "loopback-only").
+fn interface_addrs(interfaces: &[String], port: u16) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for iface in interfaces {
+        match iface.as_str() {
+            "all" => {
+                out.push(SocketAddr::from(([0, 0, 0, 0], port)));
+            }
+            "loopback-only" | "localhost" => out.push(SocketAddr::from(([127, 0, 0, 1], port))),
+            other => {
+                if let Ok(ip) = other
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<IpAddr>()
+                {
+                    out.push(SocketAddr::new(ip, port));
+                }
+            }
+        }
+    }
+    out
 }
 
 fn toml_quote(s: &str) -> String {
@@ -1053,6 +1183,73 @@ mod tests {
             &[SocketAddr::from(([0, 0, 0, 0], 25))]
         );
         assert_eq!(c.run_as_user.as_deref(), Some("hermod"));
+        // ACME is documented there but stays off.
+        assert!(!c.acme.enabled);
+        assert_eq!(c.acme_domains(), vec!["mail.example.org"]);
+        assert_eq!(c.acme.directory_url, LETS_ENCRYPT_PRODUCTION);
+        assert_eq!(c.acme.listen, vec![SocketAddr::from(([0, 0, 0, 0], 443))]);
+    }
+
+    #[test]
+    fn acme_is_off_by_default_and_names_myhostname() {
+        let c = load_text(false, "myhostname = \"mail.example.org\"\n").unwrap();
+        assert!(!c.acme.enabled);
+        assert_eq!(c.acme_domains(), vec!["mail.example.org"]);
+        assert_eq!(c.acme.directory_url, LETS_ENCRYPT_PRODUCTION);
+        assert_eq!(c.acme.listen, vec![SocketAddr::from(([0, 0, 0, 0], 443))]);
+        let c = load_text(false, "inet_interfaces = [\"192.0.2.7\"]\n").unwrap();
+        assert_eq!(c.acme.listen, vec!["192.0.2.7:443".parse().unwrap()]);
+    }
+
+    #[test]
+    fn acme_section_is_read() {
+        let c = load_text(
+            false,
+            "[acme]\nenabled = true\ndomains = [\"Mail.Example.org\", \"autoconfig.example.org\"]\ncontact = [\"mailto:postmaster@example.org\"]\ndirectory_url = \"https://acme-staging-v02.api.letsencrypt.org/directory\"\nlisten = [\"127.0.0.1:5001\"]\nca_file = \"/etc/hermod/acme-ca.pem\"\n",
+        )
+        .unwrap();
+        assert!(c.acme.enabled);
+        assert_eq!(
+            c.acme_domains(),
+            vec!["mail.example.org", "autoconfig.example.org"]
+        );
+        assert_eq!(c.acme.contact, vec!["mailto:postmaster@example.org"]);
+        assert_eq!(c.acme.directory_url, LETS_ENCRYPT_STAGING);
+        assert_eq!(c.acme.listen, vec!["127.0.0.1:5001".parse().unwrap()]);
+        assert_eq!(
+            c.acme.ca_file.as_deref(),
+            Some(Path::new("/etc/hermod/acme-ca.pem"))
+        );
+        let again = load_text(false, &c.to_toml()).unwrap();
+        assert_eq!(again.acme, c.acme);
+    }
+
+    #[test]
+    fn acme_mistakes_name_line_and_key() {
+        let err = load_text(false, "[acme]\nenabled = true\nrenew_days = 30\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("test.toml: line 3:"), "{err}");
+        assert!(err.contains("renew_days"), "{err}");
+        let err = load_text(false, "[acme]\ncontact = [\"postmaster@example.org\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("mailto:"), "{err}");
+        let err = load_text(false, "[acme]\ndirectory_url = \"http://ca.example\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("https://"), "{err}");
+        let err = load_text(false, "[acme]\ndomains = [\"*.example.org\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("domains"), "{err}");
+        let err = load_text(
+            false,
+            "[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n[acme]\nenabled = true\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 4") && err.contains("[tls]"), "{err}");
     }
 
     #[test]

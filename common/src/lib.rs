@@ -3,6 +3,7 @@
 //! Config, the user directory, password hashing and login throttling, TLS, SASL decoding,
 //! listener plumbing and the mail store.
 
+pub mod acme;
 pub mod address;
 pub mod auth;
 pub mod config;

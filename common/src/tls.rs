@@ -18,7 +18,7 @@ pub enum TlsError {
     Certificate { path: PathBuf, reason: String },
     #[error("cannot read private key {path}: {reason}")]
     Key { path: PathBuf, reason: String },
-    #[error("cannot write generated certificate to {path}: {source}")]
+    #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
@@ -64,7 +64,8 @@ pub fn server_config(cert: Arc<ReloadableCert>) -> Result<Arc<ServerConfig>, Tls
     Ok(Arc::new(config))
 }
 
-fn write_private(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
+/// Write a file atomically (temporary file, fsync, rename) with `mode`.
+pub(crate) fn write_private(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
     use std::os::unix::fs::OpenOptionsExt;
     let err = |source| TlsError::Write {
         path: path.to_path_buf(),

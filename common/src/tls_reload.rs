@@ -20,6 +20,43 @@ fn provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
+/// What is wrong with a PEM certificate chain and key.
+#[derive(Debug, thiserror::Error)]
+pub enum PemProblem {
+    #[error("{0}")]
+    Certificate(String),
+    #[error("{0}")]
+    Key(String),
+    #[error("certificate and key do not fit together: {0}")]
+    Mismatch(rustls::Error),
+}
+
+fn chain_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemProblem> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| PemProblem::Certificate(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(PemProblem::Certificate(
+            "no PEM certificate in the file".into(),
+        ));
+    }
+    Ok(chain)
+}
+
+fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, PemProblem> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| PemProblem::Key(e.to_string()))
+}
+
+/// Parse a PEM certificate chain and its private key, and check that they belong together.
+pub fn certified_key_from_pem(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<CertifiedKey, PemProblem> {
+    let chain = chain_from_pem(chain_pem)?;
+    let key = key_from_pem(key_pem)?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(PemProblem::Mismatch)
+}
+
 /// Read a PEM certificate chain and its private key, and check that they belong together.
 pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
     let cert_err = |reason: String| TlsError::Certificate {
@@ -31,14 +68,9 @@ pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<Certified
         reason,
     };
     let pem = std::fs::read(cert_path).map_err(|e| cert_err(e.to_string()))?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| cert_err(e.to_string()))?;
-    if chain.is_empty() {
-        return Err(cert_err("no PEM certificate in the file".into()));
-    }
+    let chain = chain_from_pem(&pem).map_err(|p| cert_err(p.to_string()))?;
     let pem = std::fs::read(key_path).map_err(|e| key_err(e.to_string()))?;
-    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| key_err(e.to_string()))?;
+    let key = key_from_pem(&pem).map_err(|p| key_err(p.to_string()))?;
     Ok(CertifiedKey::from_der(chain, key, &provider())?)
 }
 
@@ -63,9 +95,13 @@ impl ReloadableCert {
     /// Read the files again and use them for new handshakes. On any error the certificate in
     /// use stays, so a half-written renewal never takes the service down.
     pub fn reload(&self, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
-        let key = Arc::new(load_certified_key(cert_path, key_path)?);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = key;
+        self.install(load_certified_key(cert_path, key_path)?);
         Ok(())
+    }
+
+    /// Use `key` for new handshakes (one obtained in memory, e.g. by ACME).
+    pub fn install(&self, key: CertifiedKey) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
     }
 
     /// The certificate and key new handshakes get.

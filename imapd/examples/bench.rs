@@ -5,10 +5,21 @@
 //! `server DIR PORT`), so its resident memory can be read from /proc.
 //!
 //! 1. A mailbox of MESSAGES messages (files put into Maildir/new, indexed on first SELECT):
-//!    time of the first SELECT (index build), a second SELECT, and `UID FETCH 1:* (FLAGS)`.
-//! 2. IDLE_CONNS logged-in connections idling on INBOX: server memory per connection.
+//!    time of the first SELECT (index build), a second SELECT, `UID FETCH 1:* (FLAGS)`, and
+//!    SEARCH TEXT, SORT and THREAD, which read every message.
+//! 2. IDLE_CONNS logged-in connections idling on a small folder: server memory per connection
+//!    (on a freshly started server).
 //! 3. 50 clients (50 users) doing FETCH, STORE, SEARCH, APPEND, EXPUNGE for MIXED_SECS:
-//!    commands/s and the average time of each command.
+//!    commands/s and the average time of each command. The clock starts once all clients
+//!    are logged in and have selected their folder.
+//!
+//! The mixed load alone:
+//! `bench hermod-mixed SECS` against a fresh hermod (child process, as above), and
+//! `bench mixed PORT SECS [SERVER_PID]` against any IMAP server on 127.0.0.1:PORT that has the users
+//! `load0@localhost` .. `load49@localhost` with password `secret` and allows plaintext
+//! LOGIN (used to compare with Dovecot); with SERVER_PID the CPU time of that process and
+//! its descendants is reported too (less disturbed by other load on the machine than
+//! commands/s).
 
 use std::time::{Duration, Instant};
 
@@ -99,11 +110,55 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system, in clock ticks of 10 ms) used so far by `pid` and all its
+/// descendants (Dovecot runs one process per connection).
+fn tree_cpu_ticks(pid: u32) -> u64 {
+    let mut procs: Vec<(u32, u32, u64)> = Vec::new(); // (pid, ppid, ticks)
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            // Fields after the command name, which may hold spaces: state, ppid, ...
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            // utime + stime, and cutime + cstime: children that ended and were reaped
+            // (Dovecot's per-connection processes) count with their parent.
+            procs.push((p, num(1) as u32, num(11) + num(12) + num(13) + num(14)));
+        }
+    }
+    let mut total = 0;
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for &(child, parent, ticks) in &procs {
+            if child == p {
+                total += ticks;
+            }
+            if parent == p {
+                todo.push(child);
+            }
+        }
+    }
+    total
+}
+
 #[tokio::main]
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("server") {
-        return server(&args[1], args[2].parse()?).await;
+    match args.first().map(String::as_str) {
+        Some("server") => return server(&args[1], args[2].parse()?).await,
+        Some("mixed") => {
+            let server = args.get(3).map(|p| p.parse()).transpose()?;
+            return mixed(args[1].parse()?, args[2].parse()?, server).await;
+        }
+        Some("hermod-mixed") => return hermod_mixed(args[1].parse()?).await,
+        _ => {}
     }
     let messages: usize = args
         .first()
@@ -142,16 +197,8 @@ async fn main() -> Res<()> {
         }
         println!("wrote {messages} message files in {:.2?}", t.elapsed());
     }
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args(["server", &dir, &port.to_string()])
-        .spawn()?;
-    let pid = child.id();
-    let mut c = loop {
-        match Client::connect(port).await {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+    let mut child = spawn_server(&dir, port).await?;
+    let mut c = Client::connect(port).await?;
     c.cmd("LOGIN alice@localhost secret").await?;
     let t = Instant::now();
     c.cmd("SELECT INBOX").await?;
@@ -176,9 +223,27 @@ async fn main() -> Res<()> {
     let t = Instant::now();
     c.cmd("NOOP").await?;
     println!("NOOP in the big mailbox: {:.2?}", t.elapsed());
+    // Commands that read every message.
+    for cmd in [
+        "SEARCH TEXT nowhere",
+        "SORT (SUBJECT) UTF-8 ALL",
+        "THREAD REFERENCES UTF-8 ALL",
+    ] {
+        let t = Instant::now();
+        c.cmd(cmd).await?;
+        println!("{cmd}: {:.2?}", t.elapsed());
+    }
     c.cmd("LOGOUT").await.ok();
 
-    // Idle connections on a small mailbox.
+    // Idle connections on a small mailbox, on a fresh server process: the heap the big
+    // mailbox left behind would otherwise absorb part of the connections' memory. Each
+    // LOGIN's argon2 check takes 19 MiB; with glibc's adaptive mmap threshold that memory
+    // stays in whichever thread's malloc arena ran it and shows up as "connection" memory
+    // in 19 MiB steps. A fixed threshold returns it to the system after every login.
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut child = spawn_server_with(&dir, port, &[("MALLOC_MMAP_THRESHOLD_", "131072")]).await?;
+    let pid = child.id();
     {
         let mut setup = Client::connect(port).await?;
         setup.cmd("LOGIN alice@localhost secret").await?;
@@ -233,18 +298,31 @@ async fn main() -> Res<()> {
     drop(idlers);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // Mixed load.
+    mixed(port, mixed_secs, Some(pid)).await?;
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(())
+}
+
+/// The mixed load: MIXED_CLIENTS clients, each its own user and folder, for `secs` seconds.
+/// With `server` (a process id), also the server's CPU time per command.
+async fn mixed(port: u16, mixed_secs: u64, server: Option<u32>) -> Res<()> {
     let clients = MIXED_CLIENTS;
-    let deadline = Instant::now() + Duration::from_secs(mixed_secs);
+    // Logins (argon2 on hermod) are not part of the measured time.
+    let ready = std::sync::Arc::new(tokio::sync::Barrier::new(clients + 1));
     let mut tasks = Vec::new();
     for k in 0..clients {
+        let ready = ready.clone();
         tasks.push(tokio::spawn(async move {
             let mut c = Client::connect(port).await?;
             // One user per client, as on a real server.
             c.cmd(&format!("LOGIN load{k}@localhost secret")).await?;
             let folder = format!("Load{k}");
-            c.cmd(&format!("CREATE {folder}")).await?;
+            // Left from an earlier run on a server that keeps its data: fine.
+            c.cmd(&format!("CREATE {folder}")).await.ok();
             c.cmd(&format!("SELECT {folder}")).await?;
+            ready.wait().await;
+            let deadline = Instant::now() + Duration::from_secs(mixed_secs);
             let mut done = 0u64;
             let mut i = 0u64;
             let mut spent = [Duration::ZERO; 7];
@@ -267,13 +345,18 @@ async fn main() -> Res<()> {
                 done += 7;
                 i += 1;
             }
-            Res::Ok((done, spent))
+            // The connection stays open until the server's CPU time has been read.
+            Res::Ok((done, spent, c))
         }));
     }
+    ready.wait().await;
+    let cpu_before = server.map(tree_cpu_ticks);
     let mut total = 0;
     let mut spent = [Duration::ZERO; 7];
+    let mut open = Vec::new();
     for t in tasks {
-        let (n, s) = t.await??;
+        let (n, s, c) = t.await??;
+        open.push(c);
         total += n;
         for (a, b) in spent.iter_mut().zip(s) {
             *a += b;
@@ -298,7 +381,52 @@ async fn main() -> Res<()> {
         "mixed load, {clients} clients, {mixed_secs} s: {total} commands, {:.0} commands/s",
         total as f64 / mixed_secs as f64
     );
+    let cpu_after = server.map(tree_cpu_ticks);
+    drop(open);
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        let ticks = after.saturating_sub(before);
+        println!(
+            "server CPU: {:.1} s, {:.0} µs per command",
+            ticks as f64 / 100.0,
+            ticks as f64 * 10_000.0 / total.max(1) as f64
+        );
+    }
+    Ok(())
+}
+
+/// The mixed load against a fresh hermod in a child process.
+async fn hermod_mixed(secs: u64) -> Res<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().to_str().ok_or("path")?.to_string();
+    let port = 20_000 + (std::process::id() % 20_000) as u16;
+    {
+        let ctx = Context::open(config(&dir, port)?).await?;
+        for k in 0..MIXED_CLIENTS {
+            ctx.directory
+                .add_user(&format!("load{k}@localhost"), "secret", 0)
+                .await?;
+        }
+    }
+    let mut child = spawn_server(&dir, port).await?;
+    let result = mixed(port, secs, Some(child.id())).await;
     let _ = child.kill();
     let _ = child.wait();
-    Ok(())
+    result
+}
+
+/// Starts the server (this program with `server DIR PORT`) and waits until it accepts.
+async fn spawn_server(dir: &str, port: u16) -> Res<std::process::Child> {
+    spawn_server_with(dir, port, &[]).await
+}
+
+/// [`spawn_server`] with extra environment variables.
+async fn spawn_server_with(dir: &str, port: u16, env: &[(&str, &str)]) -> Res<std::process::Child> {
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .args(["server", dir, &port.to_string()])
+        .envs(env.iter().copied())
+        .spawn()?;
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(child)
 }

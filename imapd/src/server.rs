@@ -18,6 +18,10 @@ use crate::framer::Framer;
 use crate::output::Out;
 use crate::session::{Next, Session, Settings, Shared};
 
+/// Read buffer sizes: for commands and literals, and while idling.
+const READ_BUFFER: usize = 8 * 1024;
+const IDLE_READ_BUFFER: usize = 64;
+
 /// The reply to a client refused for a connection limit.
 const BUSY: &[u8] = b"* BYE Too many connections, try again later\r\n";
 
@@ -151,7 +155,9 @@ impl Connection {
             return Err(io::Error::other("stream lost"));
         };
         let mut out = Out::new(stream, self.deflate.as_mut());
-        let next = f(&mut self.session, &mut out).await?;
+        // Boxed: the command futures are several KiB, and inline they would make every
+        // connection's task that much bigger for its whole life, idle or not.
+        let next = Box::pin(f(&mut self.session, &mut out)).await?;
         out.flush().await?;
         Ok(next)
     }
@@ -162,7 +168,7 @@ impl Connection {
             Ok(Next::Command)
         })
         .await?;
-        let mut buf = vec![0u8; 8 * 1024];
+        let mut buf = Vec::new();
         loop {
             while let Some(frame) = self.framer.next_frame() {
                 let next = self
@@ -174,6 +180,16 @@ impl Connection {
             }
             self.framer.shrink();
             let timeout = self.session.autologout();
+            // An idling client sends only DONE: a small buffer then keeps thousands of
+            // IDLE connections small; commands and literals get a larger one.
+            let size = if self.watch.is_some() {
+                IDLE_READ_BUFFER
+            } else {
+                READ_BUFFER
+            };
+            if buf.len() != size {
+                buf = vec![0u8; size];
+            }
             let event = {
                 let Some(stream) = self.stream.as_mut() else {
                     return Ok(());
@@ -279,7 +295,7 @@ impl Connection {
                 let Some(stream) = self.stream.take() else {
                     return Ok(false);
                 };
-                match stream.upgrade(&acceptor).await {
+                match Box::pin(stream.upgrade(&acceptor)).await {
                     Ok(s) => {
                         self.stream = Some(s);
                         self.session.tls_started();

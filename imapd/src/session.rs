@@ -215,6 +215,14 @@ impl Reply {
         self.sync = sync;
         self
     }
+    /// Sets the sync of an OK or NO; a BAD reports nothing (see [`Reply::bad`]).
+    pub fn sync_unless_bad(self, sync: Sync) -> Reply {
+        if self.status == Status::Bad {
+            self
+        } else {
+            self.sync(sync)
+        }
+    }
 }
 
 impl From<StoreError> for Reply {
@@ -580,6 +588,30 @@ impl Session {
                 self.search(charset.as_ref(), criteria.as_ref(), uid, None, tag, out)
                     .await
             }
+            C::Sort {
+                sort_criteria,
+                charset,
+                search_criteria,
+                uid,
+            } => {
+                self.sort(
+                    sort_criteria.as_ref(),
+                    &charset,
+                    search_criteria.as_ref(),
+                    uid,
+                    out,
+                )
+                .await
+            }
+            C::Thread {
+                algorithm,
+                charset,
+                search_criteria,
+                uid,
+            } => {
+                self.thread(&algorithm, &charset, search_criteria.as_ref(), uid, out)
+                    .await
+            }
             C::Fetch {
                 sequence_set,
                 macro_or_item_names,
@@ -867,6 +899,12 @@ mod tests {
             b"UID",
             b"STORE",
             b"SEARCH",
+            b"SORT",
+            b"(REVERSE",
+            b"SUBJECT)",
+            b"THREAD",
+            b"REFERENCES",
+            b"UTF-8",
             b"LIST",
             b"SELECT",
             b"1:*",

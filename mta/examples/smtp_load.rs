@@ -5,12 +5,20 @@
 //!
 //! ```text
 //! cargo run --release -p hermod-mta --example smtp_load -- \
-//!     [--messages 10000] [--connections 20] [--size 5120] [--delivery store|null]
+//!     [--messages 10000] [--connections 20] [--size 5120] [--delivery store|null] \
+//!     [--target 127.0.0.1:2525 --maildir DIR]
 //! ```
 //!
 //! `--delivery store` files each message into the recipient's Maildir through the mail store
 //! (what the MDA does); `null` drops it, to measure the MTA alone.
+//!
+//! With `--target` it starts no server and loads the one at that address instead (a running
+//! `hermod serve`, or Postfix, to compare), sending to `user0..user19@example.org`, which must
+//! exist there. Delivery is then timed by counting the new files in the Maildirs under
+//! `--maildir` (every `new/` and `cur/` directory below it).
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +36,8 @@ struct Options {
     connections: usize,
     size: usize,
     store: bool,
+    target: Option<SocketAddr>,
+    maildir: Option<PathBuf>,
 }
 
 fn options() -> Options {
@@ -36,6 +46,8 @@ fn options() -> Options {
         connections: 20,
         size: 5 * 1024,
         store: true,
+        target: None,
+        maildir: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -46,6 +58,8 @@ fn options() -> Options {
             "--connections" => o.connections = value.parse().expect("--connections N"),
             "--size" => o.size = value.parse().expect("--size BYTES"),
             "--delivery" => o.store = value != "null",
+            "--target" => o.target = Some(value.parse().expect("--target IP:PORT")),
+            "--maildir" => o.maildir = Some(PathBuf::from(value)),
             other => panic!("unknown option {other}"),
         }
         i += 2;
@@ -158,9 +172,105 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Files delivered into the Maildirs below `root` (in any `new/` or `cur/`).
+fn count_maildir_files(root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let mut n = 0;
+    for entry in entries.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        if matches!(entry.file_name().to_str(), Some("new" | "cur")) {
+            n += std::fs::read_dir(&path).map_or(0, |d| d.count());
+        } else if entry.file_name() != "tmp" {
+            n += count_maildir_files(&path);
+        }
+    }
+    n
+}
+
+/// Sends the load over `connections` clients; returns when every message got its 250, with
+/// the end-of-DATA latencies.
+async fn send_load(addr: SocketAddr, o: &Options) -> Vec<Duration> {
+    let mut tasks = Vec::new();
+    let per = o.messages / o.connections;
+    for c in 0..o.connections {
+        let count = if c == o.connections - 1 {
+            o.messages - per * c
+        } else {
+            per
+        };
+        tasks.push(tokio::spawn(client(addr, c * per, count, o.size)));
+    }
+    let mut latencies = Vec::with_capacity(o.messages);
+    for t in tasks {
+        latencies.extend(t.await.expect("client"));
+    }
+    latencies.sort();
+    latencies
+}
+
+fn print_results(
+    o: &Options,
+    accepted_in: Duration,
+    delivered_in: Option<Duration>,
+    latencies: &[Duration],
+) {
+    println!(
+        "accepted: {} messages in {:.2} s = {:.0} msg/s",
+        o.messages,
+        accepted_in.as_secs_f64(),
+        o.messages as f64 / accepted_in.as_secs_f64()
+    );
+    if let Some(delivered_in) = delivered_in {
+        println!(
+            "all delivered {:.2} s after the first connection ({:.0} msg/s end to end)",
+            delivered_in.as_secs_f64(),
+            o.messages as f64 / delivered_in.as_secs_f64()
+        );
+    }
+    println!(
+        "end-of-DATA reply latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    );
+}
+
+/// `--target`: loads a server running elsewhere.
+async fn load_external(o: &Options, addr: SocketAddr) {
+    let before = o.maildir.as_deref().map(count_maildir_files);
+    println!(
+        "sending {} messages of {} bytes over {} connections to {addr}",
+        o.messages, o.size, o.connections
+    );
+    let started = Instant::now();
+    let latencies = send_load(addr, o).await;
+    let accepted_in = started.elapsed();
+    let delivered_in = match (&o.maildir, before) {
+        (Some(root), Some(before)) => {
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while count_maildir_files(root) < before + o.messages {
+                assert!(Instant::now() < deadline, "not all delivered in 10 minutes");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Some(started.elapsed())
+        }
+        _ => None,
+    };
+    print_results(o, accepted_in, delivered_in, &latencies);
+}
+
 #[tokio::main]
 async fn main() {
     let o = options();
+    if let Some(addr) = o.target {
+        load_external(&o, addr).await;
+        return;
+    }
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut config = Config::defaults(true);
     config.data_dir = tmp.path().to_path_buf();
@@ -197,44 +307,13 @@ async fn main() {
         tmp.path().display()
     );
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    let per = o.messages / o.connections;
-    for c in 0..o.connections {
-        let count = if c == o.connections - 1 {
-            o.messages - per * c
-        } else {
-            per
-        };
-        tasks.push(tokio::spawn(client(addr, c * per, count, o.size)));
-    }
-    let mut latencies = Vec::with_capacity(o.messages);
-    for t in tasks {
-        latencies.extend(t.await.expect("client"));
-    }
+    let latencies = send_load(addr, &o).await;
     let accepted_in = started.elapsed();
     while delivery.delivered.load(Ordering::Relaxed) < o.messages {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let delivered_in = started.elapsed();
-    latencies.sort();
-
-    println!(
-        "accepted: {} messages in {:.2} s = {:.0} msg/s",
-        o.messages,
-        accepted_in.as_secs_f64(),
-        o.messages as f64 / accepted_in.as_secs_f64()
-    );
-    println!(
-        "all delivered {:.2} s after the first connection ({:.0} msg/s end to end)",
-        delivered_in.as_secs_f64(),
-        o.messages as f64 / delivered_in.as_secs_f64()
-    );
-    println!(
-        "end-of-DATA reply latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
-    );
+    print_results(&o, accepted_in, Some(delivered_in), &latencies);
     shutdown.trigger();
     let _ = server.await;
 }

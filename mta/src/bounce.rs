@@ -1,6 +1,8 @@
 //! Delivery status notifications (RFC 3464): the multipart/report sent back to the envelope
-//! sender when delivery failed (a bounce) or, if asked with `NOTIFY=SUCCESS`, succeeded.
-//! A DSN is sent from the null sender `<>`, so a DSN is never answered by another DSN.
+//! sender when delivery failed (a bounce), is still being retried after `delay_warning_time`
+//! (a delay warning) or, if asked with `NOTIFY=SUCCESS`, succeeded. A DSN is sent from the
+//! null sender `<>`, so a DSN is never answered by another DSN; its header From is
+//! `MAILER-DAEMON@<myorigin>`, and `Reporting-MTA` names this host (`myhostname`).
 
 use mail_builder::MessageBuilder;
 use mail_builder::headers::content_type::ContentType;
@@ -45,12 +47,18 @@ pub struct DsnRecipient {
     pub reply: String,
     /// Unix seconds.
     pub last_attempt: Option<i64>,
+    /// The remote server that gave `reply` (`Remote-MTA: dns; mx.example.org`).
+    pub remote_mta: Option<String>,
+    /// For a delay: until when delivery is retried (unix seconds, `Will-Retry-Until`).
+    pub will_retry_until: Option<i64>,
 }
 
 /// A report to build.
 pub struct DsnReport<'a> {
-    /// Our host name (`Reporting-MTA`, and the From: `MAILER-DAEMON@...`).
+    /// Our host name (myhostname), for `Reporting-MTA`.
     pub reporting_mta: &'a str,
+    /// The domain of the report's From: `MAILER-DAEMON@<from_domain>` (myorigin).
+    pub from_domain: &'a str,
     /// The envelope sender of the original message: the report goes to it.
     pub original_sender: &'a str,
     pub env_id: Option<&'a str>,
@@ -89,6 +97,16 @@ pub fn status_of(reply: &str) -> String {
     }
 }
 
+/// The `Status:` of a recipient: from its reply, but a delay is always a 4.x.x (RFC 3464
+/// 2.3.4: a delayed action carries a transient status).
+fn recipient_status(rcpt: &DsnRecipient) -> String {
+    let status = status_of(&rcpt.reply);
+    if rcpt.action == DsnAction::Delayed && !status.starts_with('4') {
+        return "4.0.0".into();
+    }
+    status
+}
+
 /// Builds the complete report message (headers and body, CRLF).
 pub fn build_dsn(report: &DsnReport<'_>) -> Vec<u8> {
     let any_failed = report
@@ -118,7 +136,8 @@ pub fn build_dsn(report: &DsnReport<'_>) -> Vec<u8> {
         );
     } else if any_delayed {
         human.push_str(
-            "Your message could not be delivered yet; delivery is being retried.\r\n\r\n",
+            "Your message could not be delivered yet; delivery is being retried.\r\n\
+             This is a warning only: you do not need to send your message again.\r\n\r\n",
         );
     } else {
         human.push_str("Your message was successfully delivered to the recipients below.\r\n\r\n");
@@ -149,8 +168,11 @@ pub fn build_dsn(report: &DsnReport<'_>) -> Vec<u8> {
             "Final-Recipient: rfc822; {}\r\nAction: {}\r\nStatus: {}\r\n",
             ascii(&rcpt.address),
             rcpt.action.as_str(),
-            status_of(&rcpt.reply)
+            recipient_status(rcpt)
         ));
+        if let Some(mta) = &rcpt.remote_mta {
+            status.push_str(&format!("Remote-MTA: dns; {}\r\n", ascii(mta)));
+        }
         if rcpt.action != DsnAction::Delivered || !rcpt.reply.is_empty() {
             status.push_str(&format!(
                 "Diagnostic-Code: smtp; {}\r\n",
@@ -159,6 +181,9 @@ pub fn build_dsn(report: &DsnReport<'_>) -> Vec<u8> {
         }
         if let Some(at) = rcpt.last_attempt {
             status.push_str(&format!("Last-Attempt-Date: {}\r\n", rfc5322_date(at)));
+        }
+        if let Some(until) = rcpt.will_retry_until {
+            status.push_str(&format!("Will-Retry-Until: {}\r\n", rfc5322_date(until)));
         }
     }
 
@@ -205,7 +230,7 @@ pub fn build_dsn(report: &DsnReport<'_>) -> Vec<u8> {
         ]),
     );
 
-    let from = format!("MAILER-DAEMON@{}", report.reporting_mta);
+    let from = format!("MAILER-DAEMON@{}", report.from_domain);
     MessageBuilder::new()
         .from(("Mail Delivery System", from.as_str()))
         .to(report.original_sender)
@@ -244,14 +269,21 @@ mod tests {
             action,
             reply: "550 5.1.1 No such user".into(),
             last_attempt: Some(0),
+            remote_mta: None,
+            will_retry_until: None,
         }];
+        build(ret, &recipients)
+    }
+
+    fn build(ret: Option<DsnReturn>, recipients: &[DsnRecipient]) -> String {
         let bytes = build_dsn(&DsnReport {
             reporting_mta: "mx.example.org",
+            from_domain: "example.org",
             original_sender: "a@example.net",
             env_id: Some("ENV1"),
             arrival: 0,
             ret,
-            recipients: &recipients,
+            recipients,
             original: ORIGINAL,
             message_id: "BOUNCE1@mx.example.org",
             now: 0,
@@ -259,12 +291,23 @@ mod tests {
         String::from_utf8(bytes).unwrap()
     }
 
+    /// The From address of a report, as a mail reader shows it.
+    fn from_address(text: &str) -> String {
+        let parsed = mail_parser::MessageParser::default()
+            .parse(text.as_bytes())
+            .unwrap();
+        let from = parsed.from().and_then(|a| a.first()).unwrap();
+        from.address().unwrap().to_string()
+    }
+
     #[test]
     fn failure_report_is_a_multipart_report_with_the_message() {
         let text = report(None, DsnAction::Failed);
         assert!(text.contains("Subject: Undelivered Mail Returned to Sender\r\n"));
         assert!(text.contains("To: <a@example.net>"), "{text}");
-        assert!(text.contains("MAILER-DAEMON@mx.example.org"));
+        // From MAILER-DAEMON at myorigin; the host itself is named in Reporting-MTA.
+        assert_eq!(from_address(&text), "MAILER-DAEMON@example.org");
+        assert!(!text.contains("MAILER-DAEMON@mx.example.org"), "{text}");
         assert!(text.contains("Auto-Submitted: auto-replied\r\n"));
         assert!(text.contains("multipart/report"));
         assert!(text.contains("report-type=") && text.contains("delivery-status"));
@@ -280,6 +323,7 @@ mod tests {
         ] {
             assert!(text.contains(field), "missing {field:?} in {text}");
         }
+        assert!(!text.contains("Remote-MTA"), "{text}");
         assert!(text.contains("Content-Type: message/rfc822\r\n"));
         assert!(text.contains("body text"));
         // The report parses as MIME with three parts.
@@ -287,6 +331,70 @@ mod tests {
             .parse(text.as_bytes())
             .unwrap();
         assert_eq!(parsed.parts.len(), 4);
+    }
+
+    #[test]
+    fn remote_failure_names_the_remote_mta_after_its_status() {
+        let recipients = [
+            DsnRecipient {
+                address: "a@x.test".into(),
+                orcpt: None,
+                action: DsnAction::Failed,
+                reply: "550 5.1.1 no".into(),
+                last_attempt: None,
+                remote_mta: None,
+                will_retry_until: None,
+            },
+            DsnRecipient {
+                address: "b@x.test".into(),
+                orcpt: None,
+                action: DsnAction::Failed,
+                reply: "554 5.7.1 refused".into(),
+                last_attempt: None,
+                remote_mta: Some("mx2.x.test".into()),
+                will_retry_until: None,
+            },
+        ];
+        let text = build(None, &recipients);
+        assert!(
+            text.contains(
+                "Final-Recipient: rfc822; b@x.test\r\nAction: failed\r\nStatus: 5.7.1\r\n\
+                 Remote-MTA: dns; mx2.x.test\r\nDiagnostic-Code: smtp; 554 5.7.1 refused\r\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("Remote-MTA").count(), 1);
+    }
+
+    #[test]
+    fn delay_report_is_a_warning_with_headers_only() {
+        let recipients = [DsnRecipient {
+            address: "bob@remote.test".into(),
+            orcpt: None,
+            action: DsnAction::Delayed,
+            reply: "451 4.3.0 Try again later".into(),
+            last_attempt: Some(60),
+            remote_mta: Some("mx1.remote.test".into()),
+            will_retry_until: Some(432_000),
+        }];
+        let text = build(None, &recipients);
+        assert!(text.contains("Subject: Delayed Mail (still being retried)\r\n"));
+        assert_eq!(from_address(&text), "MAILER-DAEMON@example.org");
+        assert!(text.contains("you do not need to send your message again"));
+        for field in [
+            "Action: delayed\r\n",
+            "Status: 4.3.0\r\n",
+            "Remote-MTA: dns; mx1.remote.test\r\n",
+            "Diagnostic-Code: smtp; 451 4.3.0 Try again later\r\n",
+            "Will-Retry-Until: Tue, 6 Jan 1970 00:00:00 +0000\r\n",
+        ] {
+            assert!(text.contains(field), "missing {field:?} in {text}");
+        }
+        assert!(text.contains("Content-Type: text/rfc822-headers\r\n"));
+        assert!(
+            !text.contains("body text"),
+            "a warning does not return the body"
+        );
     }
 
     #[test]

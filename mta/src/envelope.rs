@@ -113,6 +113,12 @@ impl Notify {
         self.failure || self.is_default()
     }
 
+    /// Should a delay be reported to the sender? Without NOTIFY, yes (RFC 3461 4.1: the
+    /// default is FAILURE,DELAY); with it, only if it lists DELAY.
+    pub fn wants_delay(&self) -> bool {
+        !self.never && (self.delay || self.is_default())
+    }
+
     /// The `NOTIFY=` value as written on RCPT TO, or "" when absent.
     pub fn to_param(&self) -> String {
         if self.never {
@@ -208,5 +214,15 @@ mod tests {
             }
             .wants_failure()
         );
+    }
+
+    #[test]
+    fn delays_are_reported_by_default_or_when_asked() {
+        assert!(Notify::default().wants_delay());
+        assert!(Notify::from_param("DELAY").wants_delay());
+        assert!(Notify::from_param("FAILURE,DELAY").wants_delay());
+        assert!(!Notify::from_param("FAILURE").wants_delay());
+        assert!(!Notify::from_param("SUCCESS,FAILURE").wants_delay());
+        assert!(!Notify::from_param("NEVER").wants_delay());
     }
 }

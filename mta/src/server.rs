@@ -30,8 +30,11 @@ use crate::session::{
 /// How long a client may take to send the next piece of message content.
 pub const DATA_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Bytes read from a socket at a time.
-const READ_BUFFER: usize = 64 * 1024;
+/// Bytes read from a socket at a time between commands: a pipelined batch of commands fits.
+/// Small, because most connections spend most of their time here, idle.
+const COMMAND_READ_BUFFER: usize = 4 * 1024;
+/// Bytes read at a time while message content comes in (DATA, BDAT).
+const DATA_READ_BUFFER: usize = 64 * 1024;
 
 /// Sent to a client refused by the connection limits.
 const BUSY_REPLY: &[u8] = b"421 4.7.0 Too many connections, try again later\r\n";
@@ -171,6 +174,8 @@ pub fn session_config(config: &Config, role: Role) -> SessionConfig {
 /// Runner settings from the config.
 pub fn runner_settings(config: &Config) -> RunnerSettings {
     let mut settings = RunnerSettings::new(config.myhostname.clone());
+    settings.myorigin = config.myorigin.clone();
+    settings.delay_warning = Duration::from_secs(config.delivery.delay_warning_time);
     settings.max_lifetime = Duration::from_secs(config.delivery.maximal_queue_lifetime);
     settings.min_backoff = Duration::from_secs(config.delivery.minimal_backoff_time);
     settings.max_backoff = Duration::from_secs(config.delivery.maximal_backoff_time);
@@ -220,7 +225,7 @@ async fn run_connection<B: SessionBackend>(
     let command_timeout = Duration::from_secs(setup.ctx.config.limits.idle_timeout.max(1));
     let mut out = Vec::with_capacity(1024);
     session.greeting(&mut out);
-    let mut buf = vec![0u8; READ_BUFFER];
+    let mut buf = Vec::new();
     loop {
         if !out.is_empty() {
             if write_all(&mut stream, &out, command_timeout).await.is_err() {
@@ -228,11 +233,16 @@ async fn run_connection<B: SessionBackend>(
             }
             out.clear();
         }
-        let limit = if session.in_data() {
-            DATA_TIMEOUT
+        let (limit, buffer_size) = if session.in_data() {
+            (DATA_TIMEOUT, DATA_READ_BUFFER)
         } else {
-            command_timeout
+            (command_timeout, COMMAND_READ_BUFFER)
         };
+        // The large buffer is held only while a message is read: an idle connection keeps
+        // a few KiB, not 64.
+        if buf.len() != buffer_size {
+            buf = vec![0u8; buffer_size];
+        }
         let read = tokio::select! {
             _ = setup.shutdown.triggered() => {
                 let _ = write_all(

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hermod_mta::Queue;
+use hermod_mta::envelope::Notify;
 use hermod_mta::queue::RecipientStatus;
 use mail_parser::{MessageParser, MimeHeaders};
 use outbound_support::sink::{Sink, SinkOptions};
@@ -23,8 +24,14 @@ fn check_dsn(world: &World) -> (String, String) {
     assert_eq!(sender, "", "a bounce comes from the null sender");
     assert_eq!(recipient, "alice@hermod.test");
     let text = String::from_utf8_lossy(content).into_owned();
-    assert!(text.contains("MAILER-DAEMON@"), "{text}");
     let parsed = MessageParser::default().parse(content.as_slice()).unwrap();
+    // From MAILER-DAEMON@myorigin; the host (myhostname) is the Reporting-MTA.
+    let from = parsed.from().and_then(|a| a.first()).expect("a From");
+    assert_eq!(from.address(), Some("MAILER-DAEMON@hermod.test"), "{text}");
+    assert!(
+        text.contains("Reporting-MTA: dns; mx.hermod.test\r\n"),
+        "{text}"
+    );
     let ct = parsed.root_part().content_type().unwrap();
     assert_eq!(ct.ctype(), "multipart");
     assert_eq!(ct.subtype(), Some("report"));
@@ -599,5 +606,137 @@ async fn credentials_are_never_sent_in_clear() {
     assert!(reply.contains("not sent in clear"), "{reply}");
     assert!(relay.messages().is_empty());
     assert!(w.bounces().is_empty());
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_deferred_past_delay_warning_time_warns_the_sender_once() {
+    // Warn after 1 s; retries every 1-2 s against a server that always says 4xx.
+    let mut w = World::new(|c, _, _| c.delivery.delay_warning_time = 1).await;
+    w.dns.mx("remote.test", 10, "mx1.remote.test");
+    w.dns.address("mx1.remote.test", "127.0.0.22");
+    let tries = Arc::new(AtomicUsize::new(0));
+    let counter = tries.clone();
+    let _sink = Sink::start(
+        w.at("127.0.0.22"),
+        SinkOptions {
+            rcpt: Arc::new(move |_| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                "451 4.3.0 Try again later".into()
+            }),
+            ..SinkOptions::default()
+        },
+    )
+    .await;
+    // Bob asked for nothing (default: failures and delays), carol for failures only.
+    let id = w
+        .send_with_notify(
+            "alice@hermod.test",
+            &[
+                ("bob@remote.test", Notify::default()),
+                ("carol@remote.test", Notify::from_param("FAILURE")),
+            ],
+            MESSAGE,
+        )
+        .await;
+    w.start(w.settings());
+    wait_for("the delay warning", async || {
+        (!w.bounces().is_empty()).then_some(())
+    })
+    .await;
+    let (text, status) = check_dsn(&w);
+    assert!(text.contains("Subject: Delayed Mail (still being retried)\r\n"));
+    assert!(text.contains("Auto-Submitted: auto-replied\r\n"));
+    assert!(
+        text.contains("Subject: hello"),
+        "the original headers come back"
+    );
+    assert!(!text.contains("Hello Bob."), "but not the body");
+    for field in [
+        "Final-Recipient: rfc822; bob@remote.test\r\n",
+        "Action: delayed\r\n",
+        "Status: 4.3.0\r\n",
+        "Remote-MTA: dns; mx1.remote.test\r\n",
+        "Diagnostic-Code: smtp; 451 4.3.0 Try again later\r\n",
+        "Will-Retry-Until: ",
+    ] {
+        assert!(status.contains(field), "missing {field:?} in {status}");
+    }
+    assert!(
+        !status.contains("carol@"),
+        "carol did not ask for delays: {status}"
+    );
+    let queued = w.queue.show(&id).await.unwrap().unwrap();
+    assert!(
+        queued.delay_warned,
+        "the warning is remembered in the queue"
+    );
+
+    // More failed attempts: no second warning.
+    let attempts = queued.recipients[0].attempts;
+    wait_for("two more attempts", async || {
+        let m = w.queue.show(&id).await.unwrap()?;
+        (m.recipients[0].attempts >= attempts + 2).then_some(())
+    })
+    .await;
+    assert_eq!(w.bounces().len(), 1, "one warning per message");
+
+    // Nor after a restart.
+    w.stop().await;
+    let dir = w.queue.dir().to_path_buf();
+    w.queue = Arc::new(Queue::open(&dir).await.unwrap());
+    let attempts = w.queue.show(&id).await.unwrap().unwrap().recipients[0].attempts;
+    w.start(w.settings());
+    wait_for("two attempts after the restart", async || {
+        let m = w.queue.show(&id).await.unwrap()?;
+        (m.recipients[0].attempts >= attempts + 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        w.bounces().len(),
+        1,
+        "one warning per message, across restarts"
+    );
+    // Still waiting for delivery: no bounce until maximal_queue_lifetime.
+    let m = w.queue.show(&id).await.unwrap().unwrap();
+    assert!(
+        m.recipients
+            .iter()
+            .all(|r| r.status == RecipientStatus::Deferred)
+    );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn no_delay_warning_for_the_null_sender_or_notify_never() {
+    let mut w = World::new(|c, _, _| c.delivery.delay_warning_time = 1).await;
+    w.dns.mx("remote.test", 10, "mx1.remote.test");
+    w.dns.address("mx1.remote.test", "127.0.0.23");
+    let _sink = Sink::start(
+        w.at("127.0.0.23"),
+        SinkOptions {
+            rcpt: Arc::new(|_| "451 4.3.0 Try again later".into()),
+            ..SinkOptions::default()
+        },
+    )
+    .await;
+    let bounce = w.send("", &["bob@remote.test"], MESSAGE).await;
+    let never = w
+        .send_with_notify(
+            "alice@hermod.test",
+            &[("bob@remote.test", Notify::from_param("NEVER"))],
+            MESSAGE,
+        )
+        .await;
+    w.start(w.settings());
+    for id in [&bounce, &never] {
+        wait_for("three attempts", async || {
+            let m = w.queue.show(id).await.unwrap()?;
+            (m.recipients[0].attempts >= 3).then_some(())
+        })
+        .await;
+    }
+    assert!(w.bounces().is_empty(), "no warning");
+    assert!(!w.queue.show(&never).await.unwrap().unwrap().delay_warned);
     w.stop().await;
 }

@@ -10,9 +10,13 @@
 //! (Maildir). `--tls` uses implicit TLS (port 995 style); `--pipeline` keeps DEPTH RETRs in
 //! flight (RFC 2449 PIPELINING) instead of waiting for each answer as fetchmail does.
 //!
-//! To compare with another server on the same machine (Dovecot), write the same messages
-//! into a Maildir with `--write-maildir DIR`, point the other server at it, and run
-//! `--server HOST:PORT --user U --password P` (plain TCP, USER/PASS).
+//! Client and server apart, as when comparing with another server:
+//! - `--serve-only HOST:PORT` fills hermod's maildrop and serves it there until Ctrl-C;
+//! - `--server HOST:PORT --user U --password P` is the client alone (plain TCP, USER/PASS);
+//! - `--write-maildir DIR` only writes the same messages into a Maildir for the other server.
+//!
+//! `pop3d/examples/compare_dovecot.sh [RUNS]` does all of it against Dovecot (Debian's
+//! dovecot-pop3d) on loopback, alternating runs, and prints the medians.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +40,8 @@ struct Args {
     server: Option<SocketAddr>,
     /// Only write the messages into this Maildir.
     write_maildir: Option<std::path::PathBuf>,
+    /// Fill hermod's maildrop and serve it on this address until interrupted.
+    serve_only: Option<SocketAddr>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -48,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
         password: PASSWORD.to_string(),
         server: None,
         write_maildir: None,
+        serve_only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -71,6 +78,13 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "--write-maildir" => args.write_maildir = Some(text(&a)?.into()),
+            "--serve-only" => {
+                args.serve_only = Some(
+                    text(&a)?
+                        .parse()
+                        .map_err(|_| "--serve-only needs HOST:PORT".to_string())?,
+                )
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -127,10 +141,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = Config::defaults(true);
     config.data_dir = tmp.path().join("data");
     config.allow_plaintext_auth = true;
-    let loopback: SocketAddr = "127.0.0.1:0".parse()?;
+    let loopback: SocketAddr = match args.serve_only {
+        Some(addr) => addr,
+        None => "127.0.0.1:0".parse()?,
+    };
     for (service, addrs) in config.listen.iter_mut() {
         *addrs = match service {
-            Service::Pop3 | Service::Pop3s => vec![loopback],
+            Service::Pop3 => vec![loopback],
+            Service::Pop3s => vec![SocketAddr::new(loopback.ip(), 0)],
             _ => Vec::new(),
         };
     }
@@ -176,6 +194,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let shutdown = Shutdown::new();
     let server = tokio::spawn(hermod_pop3d::serve(ctx.clone(), shutdown.clone()));
+    if args.serve_only.is_some() {
+        println!("serving on {addr} as {USER} / {PASSWORD:?} until interrupted");
+        tokio::signal::ctrl_c().await?;
+        shutdown.trigger();
+        shutdown.wait(Duration::from_secs(5)).await;
+        server.await??;
+        return Ok(());
+    }
 
     for round in [
         "first login (sizes computed)",

@@ -5,12 +5,14 @@
 //! - [`session`]: the sans-I/O session state machine and its [`Backend`].
 //! - [`transfer`]: CRLF line ends, byte-stuffing and the sizes clients are told.
 //! - [`maildrop`]: the backend on hermod's store; [`lock`] its exclusive maildrop lock;
-//!   [`sizes`] the cache of POP3 sizes.
+//!   [`sizes`] the cache of POP3 sizes; [`read_ahead`] reading messages in batches ahead
+//!   of the client.
 //! - [`server`]: the I/O loop of one connection; [`serve`] runs the listeners.
 
 pub mod command;
 pub mod lock;
 pub mod maildrop;
+pub mod read_ahead;
 pub mod server;
 pub mod session;
 pub mod sizes;

@@ -7,7 +7,7 @@
 //! the expunge fails, the `\Deleted` flags this session added are taken back, so the maildrop
 //! is as before and the client is told `-ERR`.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use hermod_common::directory::User;
 use hermod_common::store::{Flag, Flags, StoreError, StoreMode, Uid, UserStore};
 
 use crate::lock::{LockError, MaildropLock};
+use crate::read_ahead::ReadAhead;
 use crate::session::{Backend, BackendError, ListedMessage, Listing, LoginOutcome};
 use crate::sizes::SizeCache;
 use crate::transfer;
@@ -26,10 +27,9 @@ pub const INBOX: &str = "INBOX";
 /// How many tasks read messages at once to learn their sizes on a first login.
 const SIZE_READERS: usize = 4;
 
-/// Messages up to this size are read ahead (see [`ReadAhead`]).
-const READ_AHEAD_MAX_SIZE: u64 = 1024 * 1024;
-/// How many messages are read ahead.
-const READ_AHEAD: usize = 4;
+/// Most messages, and most bytes (stored size), read at once to learn sizes.
+const SIZE_BATCH_MESSAGES: usize = 64;
+const SIZE_BATCH_BYTES: u64 = 1024 * 1024;
 
 /// A [`Backend`] on the real store, one per connection.
 pub struct StoreBackend {
@@ -41,84 +41,8 @@ pub struct StoreBackend {
 /// A locked maildrop; dropping it releases the lock.
 struct OpenMaildrop {
     store: UserStore,
-    /// The listing as sent to the session: (uid, size), ascending UID.
-    listed: Vec<ListedMessage>,
     ahead: ReadAhead,
     _lock: MaildropLock,
-}
-
-/// Reads of the next few messages after the one just sent, running while the client is
-/// still receiving. Clients download in order (RETR 1, RETR 2, ...; fetchmail's
-/// `TOP n 99999999` too), so the store's index lookup and file read overlap with the network
-/// round trip and with each other instead of adding up.
-#[derive(Default)]
-struct ReadAhead {
-    reads: VecDeque<(Uid, MessageRead)>,
-}
-
-/// A running read of one message.
-type MessageRead = tokio::task::JoinHandle<Result<Vec<u8>, StoreError>>;
-
-impl ReadAhead {
-    /// The read of `uid` if one is running; reads of messages before it are dropped (the
-    /// client skipped them), and all of them if `uid` is not in the window.
-    fn take(&mut self, uid: Uid) -> Option<MessageRead> {
-        while let Some((first, task)) = self.reads.pop_front() {
-            if first == uid {
-                return Some(task);
-            }
-            task.abort();
-            if first > uid {
-                self.clear();
-                return None;
-            }
-        }
-        None
-    }
-
-    fn clear(&mut self) {
-        for (_, task) in self.reads.drain(..) {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for ReadAhead {
-    fn drop(&mut self) {
-        self.clear();
-    }
-}
-
-impl OpenMaildrop {
-    /// The message, from the read-ahead if it is there, else read now.
-    async fn read(&mut self, uid: Uid) -> Result<Vec<u8>, StoreError> {
-        if let Some(task) = self.ahead.take(uid)
-            && let Ok(result) = task.await
-        {
-            return result;
-        }
-        self.store.read(INBOX, uid).await
-    }
-
-    /// Keep the next [`READ_AHEAD`] small messages after `uid` being read.
-    fn read_ahead_after(&mut self, uid: Uid) {
-        let Ok(i) = self.listed.binary_search_by_key(&uid, |m| m.uid) else {
-            return;
-        };
-        let last_started = self.ahead.reads.back().map(|(u, _)| *u);
-        for next in self.listed[i + 1..].iter().take(READ_AHEAD) {
-            if next.size > READ_AHEAD_MAX_SIZE {
-                break;
-            }
-            if last_started.is_some_and(|u| next.uid <= u) {
-                continue;
-            }
-            let store = self.store.clone();
-            let next_uid = next.uid;
-            let task = tokio::spawn(async move { store.read(INBOX, next_uid).await });
-            self.ahead.reads.push_back((next_uid, task));
-        }
-    }
 }
 
 impl StoreBackend {
@@ -150,9 +74,8 @@ impl StoreBackend {
         let snapshot = store.select(INBOX, false).await.map_err(store_error)?;
         let messages = listed_sizes(&store, snapshot.uidvalidity, &snapshot.messages).await?;
         self.open = Some(OpenMaildrop {
+            ahead: ReadAhead::new(store.clone(), INBOX, messages.clone()),
             store,
-            listed: messages.clone(),
-            ahead: ReadAhead::default(),
             _lock: lock,
         });
         Ok(LoginOutcome::Opened(Listing {
@@ -260,13 +183,7 @@ impl Backend for StoreBackend {
             temporary: false,
             message: "no maildrop is open".into(),
         })?;
-        let result = open.read(uid).await;
-        open.read_ahead_after(uid);
-        match result {
-            Ok(m) => Ok(Some(m)),
-            Err(StoreError::NoSuchMessage(_)) => Ok(None),
-            Err(e) => Err(store_error(e)),
-        }
+        open.ahead.read(uid).await.map_err(store_error)
     }
 
     async fn update(&mut self, retrieved: &[Uid], deleted: &[Uid]) -> Result<(), BackendError> {
@@ -298,10 +215,10 @@ async fn listed_sizes(
             temporary: true,
             message: format!("size cache: {e}"),
         })?;
-    let missing: Vec<Uid> = messages
+    let missing: Vec<(Uid, u64)> = messages
         .iter()
-        .map(|m| m.uid)
-        .filter(|uid| cache.get(*uid).is_none())
+        .filter(|m| cache.get(m.uid).is_none())
+        .map(|m| (m.uid, m.size))
         .collect();
     if !missing.is_empty() {
         tracing::debug!(messages = missing.len(), "computing POP3 sizes");
@@ -325,27 +242,46 @@ async fn listed_sizes(
     Ok(listed)
 }
 
-/// Read the messages (a few at a time) and compute their POP3 sizes. Expunged ones are
-/// left out.
-async fn compute_sizes(store: &UserStore, uids: Vec<Uid>) -> Result<Vec<(Uid, u64)>, BackendError> {
-    let chunk = uids.len().div_ceil(SIZE_READERS).max(1);
+/// Read the messages (in batches, a few batches at a time) and compute their POP3 sizes.
+/// Expunged ones are left out.
+async fn compute_sizes(
+    store: &UserStore,
+    missing: Vec<(Uid, u64)>,
+) -> Result<Vec<(Uid, u64)>, BackendError> {
+    let mut batches: Vec<Vec<Uid>> = Vec::new();
+    let mut bytes = 0;
+    for (uid, stored_size) in missing {
+        match batches.last_mut() {
+            Some(b) if b.len() < SIZE_BATCH_MESSAGES && bytes + stored_size <= SIZE_BATCH_BYTES => {
+                b.push(uid);
+                bytes += stored_size;
+            }
+            _ => {
+                batches.push(vec![uid]);
+                bytes = stored_size;
+            }
+        }
+    }
+    let per_reader = batches.len().div_ceil(SIZE_READERS).max(1);
     let mut readers = tokio::task::JoinSet::new();
-    for part in uids.chunks(chunk) {
+    let mut batches = batches.into_iter().peekable();
+    while batches.peek().is_some() {
+        let part: Vec<Vec<Uid>> = batches.by_ref().take(per_reader).collect();
         let store = store.clone();
-        let part = part.to_vec();
         readers.spawn(async move {
-            let mut sizes = Vec::with_capacity(part.len());
-            for uid in part {
-                match store.read(INBOX, uid).await {
-                    Ok(m) => sizes.push((uid, transfer::wire_size(&m))),
-                    Err(StoreError::NoSuchMessage(_)) => {}
-                    Err(e) => return Err(store_error(e)),
+            let mut sizes = Vec::new();
+            for uids in part {
+                let messages = store.read_many(INBOX, &uids).await.map_err(store_error)?;
+                for (uid, m) in uids.into_iter().zip(messages) {
+                    if let Some(m) = m {
+                        sizes.push((uid, transfer::wire_size(&m)));
+                    }
                 }
             }
             Ok(sizes)
         });
     }
-    let mut all = Vec::with_capacity(uids.len());
+    let mut all = Vec::new();
     while let Some(done) = readers.join_next().await {
         let sizes = done.map_err(|e| BackendError {
             temporary: true,

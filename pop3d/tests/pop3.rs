@@ -481,3 +481,51 @@ async fn messages_come_back_right_in_any_order() {
         assert!(top.starts_with(format!("From: n{}@", n % 8 + 1).as_bytes()));
     }
 }
+
+#[tokio::test]
+async fn long_download_is_byte_exact_across_read_ahead_batches() {
+    // More messages than several read-ahead batches, of every shape, in both formats:
+    // each RETR must send the message's own bytes, as large as LIST said, and all of them
+    // are \Seen for IMAP afterwards.
+    for format in [MailboxFormat::Maildir, MailboxFormat::Mbox] {
+        let server = TestServer::start(Options {
+            format,
+            ..Options::default()
+        })
+        .await;
+        let messages: Vec<Vec<u8>> = (0..150)
+            .map(|i| {
+                let body = match i % 5 {
+                    0 => format!(".{i} starts with a dot\r\n..two\r\n"),
+                    1 => format!("bare LF {i}\n.dot\nFrom the start\n"),
+                    2 => format!("From {i} quoted in mbox\r\n>From kept\r\nno final line end"),
+                    3 => "x".repeat(i * 300) + "\r\n",
+                    _ => format!("plain {i}\r\n"),
+                };
+                format!("From: n{i}@example.org\r\nSubject: {i}\r\n\r\n{body}").into_bytes()
+            })
+            .collect();
+        let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
+        server.deliver(&refs).await;
+        let mut c = server.logged_in().await;
+        let (_, list) = c.cmd_multi("LIST").await;
+        let sizes: Vec<usize> = String::from_utf8(list)
+            .unwrap()
+            .lines()
+            .map(|l| l.split_once(' ').unwrap().1.parse().unwrap())
+            .collect();
+        assert_eq!(sizes.len(), messages.len());
+        for (n, m) in messages.iter().enumerate() {
+            let (status, body) = c.cmd_multi(&format!("RETR {}", n + 1)).await;
+            assert_eq!(status, format!("+OK {} octets", sizes[n]), "{format:?}");
+            assert_eq!(body, crlf(m), "{format:?} message {}", n + 1);
+        }
+        assert!(c.cmd("QUIT").await.starts_with("+OK"));
+        let inbox = server.inbox().await;
+        assert_eq!(inbox.messages.len(), messages.len());
+        assert!(
+            inbox.messages.iter().all(|m| m.flags.contains(Flag::Seen)),
+            "{format:?}"
+        );
+    }
+}

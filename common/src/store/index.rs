@@ -57,6 +57,13 @@ CREATE TABLE IF NOT EXISTS expunged (
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (mailbox_id, modseq);
+CREATE TABLE IF NOT EXISTS message_cache (
+    mailbox_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscription (name TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;
 PRAGMA user_version = 1;
 "#;
@@ -384,6 +391,7 @@ pub(super) async fn set_special_use(
 pub(super) async fn delete_mailbox(tx: &mut WriteTx<'_>, id: i64) -> Result<()> {
     for sql in [
         "DELETE FROM message WHERE mailbox_id = ?",
+        "DELETE FROM message_cache WHERE mailbox_id = ?",
         "DELETE FROM expunged WHERE mailbox_id = ?",
         "DELETE FROM mailbox WHERE id = ?",
     ] {
@@ -565,6 +573,7 @@ pub(super) async fn expunge_message(
         .bind(i64::from(uid))
         .execute(tx.conn())
         .await?;
+    super::cache::forget(tx, mailbox_id, Some(uid)).await?;
     sqlx::query("INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)")
         .bind(mailbox_id)
         .bind(i64::from(uid))

@@ -2,6 +2,7 @@
 //! COPY/MOVE, EXPUNGE and change queries.
 
 use std::io;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -180,6 +181,83 @@ fn same_error(e: &StoreError) -> StoreError {
         StoreError::InvalidName(s) => StoreError::InvalidName(s.clone()),
         other => StoreError::Io(io::Error::other(other.to_string())),
     }
+}
+
+/// The part of `bytes` in `range`, clamped to what is there.
+fn cut(bytes: &[u8], range: Range<u64>) -> &[u8] {
+    let len = bytes.len() as u64;
+    let (start, end) = (range.start.min(len), range.end.min(len));
+    &bytes[start as usize..end.max(start) as usize]
+}
+
+/// Bytes `range` of a file (fewer at its end), without reading the rest.
+fn read_file_range(path: &std::path::Path, range: Range<u64>) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(range.start))?;
+    let mut out = Vec::new();
+    file.take(range.end.saturating_sub(range.start))
+        .read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Where a message asked for by [`Core::read_many`] is on disk.
+enum Wanted {
+    Maildir { base: String, rel: String },
+    Mbox { off: u64, len: u64 },
+}
+
+/// Reads the messages of one mailbox at `path` (blocking). An mbox is read under one shared
+/// lock; `None` if it changed since the index last saw it (`recorded`).
+fn read_files(
+    path: &std::path::Path,
+    wanted: &[Option<Wanted>],
+    range: Option<Range<u64>>,
+    timeout: std::time::Duration,
+    recorded: index::DiskState,
+) -> Result<Option<Vec<Option<Vec<u8>>>>> {
+    let read_maildir = |p: &std::path::Path| -> io::Result<Vec<u8>> {
+        match &range {
+            None => std::fs::read(p),
+            Some(r) => read_file_range(p, r.clone()),
+        }
+    };
+    let mut lock: Option<MboxLock> = None;
+    let mut out = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let bytes = match w {
+            None => None,
+            Some(Wanted::Maildir { base, rel }) => match read_maildir(&path.join(rel)) {
+                // Renamed by a flag change (here or by another tool) since the index query.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match maildir::locate(path, base)?
+                {
+                    Some(p) => Some(read_maildir(&p)?),
+                    None => None,
+                },
+                other => Some(other?),
+            },
+            Some(Wanted::Mbox { off, len }) => {
+                let file = match &lock {
+                    Some(l) => l.file(),
+                    None => {
+                        let l = MboxLock::shared(path, timeout)?;
+                        if mbox::state(l.file())? != recorded {
+                            return Ok(None);
+                        }
+                        lock.insert(l).file()
+                    }
+                };
+                // mboxrd quoting shifts offsets: unquote the whole message, then cut.
+                let whole = mbox::read(file, *off, *len)?;
+                Some(match &range {
+                    None => whole,
+                    Some(r) => cut(&whole, r.clone()).to_vec(),
+                })
+            }
+        };
+        out.push(bytes);
+    }
+    Ok(Some(out))
 }
 
 impl Core {
@@ -566,47 +644,80 @@ impl Core {
     }
 
     pub(super) async fn read(self: &Arc<Self>, name: &str, uid: Uid) -> Result<Vec<u8>> {
+        self.read_many(name, &[uid])
+            .await?
+            .pop()
+            .flatten()
+            .ok_or(StoreError::NoSuchMessage(uid))
+    }
+
+    /// The messages `uids` exactly as delivered, in the order asked, `None` for those that
+    /// are not there: one index query and one trip to the blocking pool for all of them.
+    pub(super) async fn read_many(
+        self: &Arc<Self>,
+        name: &str,
+        uids: &[Uid],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        self.read_parts(name, uids, None).await
+    }
+
+    /// Bytes `range` of one message (fewer past its end); a Maildir file is read only there.
+    pub(super) async fn read_range(
+        self: &Arc<Self>,
+        name: &str,
+        uid: Uid,
+        range: Range<u64>,
+    ) -> Result<Vec<u8>> {
+        self.read_parts(name, &[uid], Some(range))
+            .await?
+            .pop()
+            .flatten()
+            .ok_or(StoreError::NoSuchMessage(uid))
+    }
+
+    /// [`Core::read_many`], of the whole messages or of the same byte range of each.
+    async fn read_parts(
+        self: &Arc<Self>,
+        name: &str,
+        uids: &[Uid],
+        range: Option<Range<u64>>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut mb = self.resolve(name).await?;
         for attempt in 0..2 {
             let rows =
-                index::message_rows_in(&mut *self.pool.acquire().await?, mb.id, &[uid]).await?;
-            let Some(row) = rows.into_iter().next() else {
-                return Err(StoreError::NoSuchMessage(uid));
-            };
+                index::message_rows_in(&mut *self.pool.acquire().await?, mb.id, uids).await?;
+            // `rows` is ascending and holds each UID once.
+            let wanted: Vec<Option<Wanted>> = uids
+                .iter()
+                .map(|uid| {
+                    let i = rows.binary_search_by_key(uid, |r| r.meta.uid).ok()?;
+                    let r = &rows[i];
+                    Some(match &r.loc {
+                        Location::Maildir { base, in_cur } => Wanted::Maildir {
+                            rel: rel_path(base, *in_cur, r.meta.flags, &r.meta.keywords),
+                            base: base.clone(),
+                        },
+                        Location::Mbox { off, len, .. } => Wanted::Mbox {
+                            off: *off,
+                            len: *len,
+                        },
+                    })
+                })
+                .collect();
             let path = self.mailbox_path(&mb.name);
-            match row.loc {
-                Location::Maildir { base, in_cur } => {
-                    let rel = rel_path(&base, in_cur, row.meta.flags, &row.meta.keywords);
-                    return blocking(move || match std::fs::read(path.join(&rel)) {
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                            match maildir::locate(&path, &base)? {
-                                Some(p) => Ok(std::fs::read(p)?),
-                                None => Err(StoreError::NoSuchMessage(uid)),
-                            }
-                        }
-                        other => Ok(other?),
-                    })
-                    .await;
-                }
-                Location::Mbox { off, len, .. } => {
-                    let timeout = self.cfg.lock_timeout;
-                    let recorded = mb.disk;
-                    let got = blocking(move || {
-                        let lock = MboxLock::shared(&path, timeout)?;
-                        if mbox::state(lock.file())? != recorded {
-                            return Ok(None);
-                        }
-                        Ok(Some(mbox::read(lock.file(), off, len)?))
-                    })
-                    .await?;
-                    if let Some(bytes) = got {
-                        return Ok(bytes);
-                    }
-                    if attempt == 0 {
-                        // The file changed behind our back: reconcile, then look again.
-                        mb = self.open_mailbox(name).await?;
-                    }
-                }
+            let timeout = self.cfg.lock_timeout;
+            let recorded = mb.disk;
+            let r = range.clone();
+            let got = blocking(move || read_files(&path, &wanted, r, timeout, recorded)).await?;
+            if let Some(messages) = got {
+                return Ok(messages);
+            }
+            if attempt == 0 {
+                // The mbox changed behind our back: reconcile, then look again.
+                mb = self.open_mailbox(name).await?;
             }
         }
         Err(StoreError::Temporary(

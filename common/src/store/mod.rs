@@ -10,6 +10,7 @@
 //! behind the store's back are reconciled on the next `select`/`status`/`list`, keeping the
 //! UIDs of messages that stayed. See `/work/notes/STORE_API.md` for the contract.
 
+mod cache;
 mod error;
 mod index;
 mod lock;
@@ -248,6 +249,39 @@ impl UserStore {
     /// The message exactly as delivered. `NoSuchMessage` if it was expunged.
     pub async fn read(&self, mailbox: &str, uid: Uid) -> Result<Vec<u8>> {
         self.shared.core().read(mailbox, uid).await
+    }
+
+    /// Bytes `range` of a message as delivered (fewer, or none, past its end): IMAP partial
+    /// fetches of a large message read only the part they send, from Maildir.
+    pub async fn read_range(
+        &self,
+        mailbox: &str,
+        uid: Uid,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<u8>> {
+        self.shared.core().read_range(mailbox, uid, range).await
+    }
+
+    /// Several messages exactly as delivered, in the order of `uids`; `None` for a UID that
+    /// is not there (expunged). One index query and one trip to the blocking pool for all of
+    /// them (an mbox is read under one shared lock), so a reader going through many messages
+    /// (POP3 downloads, size computations) pays those once per batch instead of per message.
+    /// Every message is held in memory at once: callers bound the batch by size.
+    pub async fn read_many(&self, mailbox: &str, uids: &[Uid]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.shared.core().read_many(mailbox, uids).await
+    }
+
+    /// Values cached for messages of `mailbox` by [`UserStore::set_cached`] (IMAP keeps its
+    /// parsed ENVELOPE/BODYSTRUCTURE there). Messages without one, or whose size changed
+    /// since, are absent from the map.
+    pub async fn cached(&self, mailbox: &str, uids: &[Uid]) -> Result<HashMap<Uid, Vec<u8>>> {
+        self.shared.core().cached(mailbox, uids).await
+    }
+
+    /// Caches an opaque value per message (replacing an older one); expunged messages are
+    /// skipped. The value goes when the message does.
+    pub async fn set_cached(&self, mailbox: &str, values: &[(Uid, Vec<u8>)]) -> Result<()> {
+        self.shared.core().set_cached(mailbox, values).await
     }
 
     /// STORE flags and keywords on `uids` (missing UIDs are skipped). With

@@ -1087,3 +1087,193 @@ async fn acknowledged_deliveries_survive_kill_9() {
         assert!(snap.messages.iter().all(|m| m.uid < uid));
     }
 }
+
+#[tokio::test]
+async fn cached_values_follow_their_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (kind, store) in stores(tmp.path()) {
+        let u = store.user("alice", "example.org").await.unwrap();
+        for i in 0..3 {
+            u.deliver("INBOX", &message(i)).await.unwrap();
+        }
+        assert!(u.cached("INBOX", &[1, 2, 3]).await.unwrap().is_empty());
+        u.set_cached(
+            "INBOX",
+            &[
+                (1, b"one".to_vec()),
+                (3, b"three".to_vec()),
+                (9, b"x".to_vec()),
+            ],
+        )
+        .await
+        .unwrap();
+        let got = u.cached("INBOX", &[1, 2, 3, 9]).await.unwrap();
+        assert_eq!(
+            got.len(),
+            2,
+            "{kind}: a value for a missing UID is not kept"
+        );
+        assert_eq!(got[&1], b"one", "{kind}");
+        assert_eq!(got[&3], b"three", "{kind}");
+        // Only the asked-for UIDs come back.
+        assert_eq!(u.cached("INBOX", &[3]).await.unwrap().len(), 1, "{kind}");
+
+        // Expunged messages lose their value; copies start without one.
+        let del = Flags::from_flags(&[Flag::Deleted]);
+        u.store("INBOX", &[1], StoreMode::Add, del, &[], None)
+            .await
+            .unwrap();
+        u.expunge("INBOX", None).await.unwrap();
+        let c = u.copy("INBOX", &[3], "Archive").await.unwrap();
+        assert!(u.cached("INBOX", &[1]).await.unwrap().is_empty(), "{kind}");
+        assert!(
+            u.cached("Archive", &[c.pairs[0].1])
+                .await
+                .unwrap()
+                .is_empty(),
+            "{kind}"
+        );
+        // Deleting a mailbox drops its values with it.
+        u.create("Tmp", None).await.unwrap();
+        let a = u
+            .append("Tmp", &message(5), Flags::default(), &[], None)
+            .await
+            .unwrap();
+        u.set_cached("Tmp", &[(a.uid, b"v".to_vec())])
+            .await
+            .unwrap();
+        u.delete("Tmp").await.unwrap();
+        u.create("Tmp", None).await.unwrap();
+        let b = u
+            .append("Tmp", &message(5), Flags::default(), &[], None)
+            .await
+            .unwrap();
+        assert!(
+            u.cached("Tmp", &[b.uid]).await.unwrap().is_empty(),
+            "{kind}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn read_many_returns_messages_in_the_order_asked_and_none_for_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (kind, store) in stores(tmp.path()) {
+        let u = store.user("alice", "example.org").await.unwrap();
+        for i in 0..5 {
+            u.deliver("INBOX", &message(i)).await.unwrap();
+        }
+        let lf_only = b"Subject: bare LF\n\n>From the start\nno final newline".to_vec();
+        let last = u.deliver("INBOX", &lf_only).await.unwrap();
+        u.store(
+            "INBOX",
+            &[2],
+            StoreMode::Add,
+            Flags::from_flags(&[Flag::Deleted]),
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+        u.expunge("INBOX", None).await.unwrap();
+        let got = u.read_many("INBOX", &[3, 1, 2, 99, last, 3]).await.unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Some(message(2)),
+                Some(message(0)),
+                None,
+                None,
+                Some(lf_only.clone()),
+                Some(message(2)),
+            ],
+            "{kind}"
+        );
+        assert!(
+            u.read_many("INBOX", &[]).await.unwrap().is_empty(),
+            "{kind}"
+        );
+        assert!(matches!(
+            u.read_many("Nope", &[1]).await,
+            Err(StoreError::NoSuchMailbox(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn read_many_finds_maildir_files_renamed_behind_our_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = maildir_store(tmp.path());
+    let u = store.user("alice", "example.org").await.unwrap();
+    for i in 0..3 {
+        u.deliver("INBOX", &message(i)).await.unwrap();
+    }
+    // Another tool marks message 2 seen: new/ name -> cur/ name with :2,S.
+    let dir = inbox_dir(&store);
+    let name = files_in(&dir.join("new"))[1].clone();
+    std::fs::rename(
+        dir.join("new").join(&name),
+        dir.join("cur").join(format!("{name}:2,S")),
+    )
+    .unwrap();
+    let got = u.read_many("INBOX", &[1, 2, 3]).await.unwrap();
+    assert_eq!(
+        got,
+        vec![Some(message(0)), Some(message(1)), Some(message(2))]
+    );
+}
+
+#[tokio::test]
+async fn read_many_rereads_an_mbox_rewritten_behind_our_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = mbox_store(tmp.path());
+    let u = store.user("alice", "example.org").await.unwrap();
+    for i in 0..3 {
+        u.deliver("INBOX", &message(i)).await.unwrap();
+    }
+    // Another MDA puts a message in front of the others: every offset moves.
+    let spool = tmp.path().join("spool/alice");
+    let old = std::fs::read(&spool).unwrap();
+    let mut text = b"From other@example.org Tue Nov 14 22:13:20 2023\n".to_vec();
+    text.extend_from_slice(&message(7));
+    text.extend_from_slice(b"\n");
+    text.extend_from_slice(&old);
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&spool, text).unwrap();
+    let got = u.read_many("INBOX", &[3, 1, 2]).await.unwrap();
+    assert_eq!(
+        got,
+        vec![Some(message(2)), Some(message(0)), Some(message(1))]
+    );
+}
+
+#[tokio::test]
+async fn byte_ranges_match_the_whole_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A `From ` line is quoted in mbox, so file offsets differ from message offsets there.
+    let msg = b"Subject: r\r\n\r\nFrom here\r\n>From there\r\nend\r\n".to_vec();
+    for (kind, store) in stores(tmp.path()) {
+        let u = store.user("alice", "example.org").await.unwrap();
+        let uid = u.deliver("INBOX", &msg).await.unwrap();
+        let n = msg.len() as u64;
+        for (start, end) in [
+            (0, 5),
+            (12, 30),
+            (14, n),
+            (n - 3, n + 100),
+            (n, n + 1),
+            (n + 5, n + 9),
+        ] {
+            let want = &msg[(start.min(n) as usize)..(end.min(n) as usize)];
+            assert_eq!(
+                u.read_range("INBOX", uid, start..end).await.unwrap(),
+                want,
+                "{kind} {start}..{end}"
+            );
+        }
+        assert!(matches!(
+            u.read_range("INBOX", uid + 1, 0..4).await,
+            Err(StoreError::NoSuchMessage(_))
+        ));
+    }
+}

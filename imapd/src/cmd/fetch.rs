@@ -14,6 +14,7 @@ use imap_codec::imap_types::fetch::{
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use crate::date;
+use crate::mime::parsed::Parsed;
 use crate::mime::{self, Entity, envelope, header, section, structure};
 use crate::output::Out;
 use crate::sequence;
@@ -118,6 +119,12 @@ fn join(p: &Part) -> String {
 fn needs_body(item: &MessageDataItemName<'_>) -> bool {
     use MessageDataItemName::*;
     !matches!(item, Flags | InternalDate | Rfc822Size | Uid | ModSeq)
+}
+
+/// Items served from the store's parse cache ([`Parsed`]) once computed.
+fn from_parse_cache(item: &MessageDataItemName<'_>) -> bool {
+    use MessageDataItemName::*;
+    matches!(item, Envelope | Body | BodyStructure)
 }
 
 /// Whether an item sets `\Seen` (RFC 3501: BODY[...] without PEEK, RFC822, RFC822.TEXT).
@@ -242,7 +249,37 @@ impl Session {
             }
         }
 
-        let body_needed = items.iter().any(needs_body);
+        // ENVELOPE/BODY/BODYSTRUCTURE come from the parse cache; the file is read only for
+        // other body items, or to fill the cache.
+        let body_needed = items.iter().any(|i| needs_body(i) && !from_parse_cache(i));
+        let want_parsed = items.iter().any(from_parse_cache);
+        let mut cached = if want_parsed {
+            let uids: Vec<u32> = selected_idx.iter().map(|&i| sel.msgs[i].uid).collect();
+            user.cached(&name, &uids).await.unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "parse cache unavailable");
+                Default::default()
+            })
+        } else {
+            Default::default()
+        };
+        let mut fresh: Vec<(u32, Vec<u8>)> = Vec::new();
+        // A lone `BODY[]<offset.length>` (Thunderbird fetches large messages in chunks) reads
+        // only that part of the file.
+        let ranged = match items
+            .iter()
+            .filter(|i| needs_body(i))
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            [
+                MessageDataItemName::BodyExt {
+                    section: None,
+                    partial: Some((offset, length)),
+                    ..
+                },
+            ] => Some(u64::from(*offset)..u64::from(*offset) + u64::from(length.get())),
+            _ => None,
+        };
         let has_uid = items.iter().any(|i| matches!(i, MessageDataItemName::Uid));
         let has_flags = items
             .iter()
@@ -258,8 +295,13 @@ impl Session {
             let Some(m) = sel.msgs.get(i).cloned() else {
                 break;
             };
-            let raw = if body_needed {
-                match user.read(&name, m.uid).await {
+            let mut parsed = cached.remove(&m.uid).and_then(|v| Parsed::decode(&v));
+            let raw = if body_needed || (want_parsed && parsed.is_none()) {
+                let read = match &ranged {
+                    Some(r) => user.read_range(&name, m.uid, r.clone()).await,
+                    None => user.read(&name, m.uid).await,
+                };
+                match read {
                     Ok(r) => Some(r),
                     Err(StoreError::NoSuchMessage(_)) => {
                         expunged = true;
@@ -270,6 +312,11 @@ impl Session {
             } else {
                 None
             };
+            if want_parsed && parsed.is_none() {
+                let p = Parsed::compute(raw.as_deref().unwrap_or_default());
+                fresh.push((m.uid, p.encode()));
+                parsed = Some(p);
+            }
             let b = out.buf();
             b.extend_from_slice(b"* ");
             wire::number(b, (i + 1) as u64);
@@ -289,7 +336,15 @@ impl Session {
             let mut tree: Option<Entity> = None;
             for item in &items {
                 sep(b);
-                write_item(b, item, &m, raw.as_deref(), &mut tree);
+                write_item(
+                    b,
+                    item,
+                    &m,
+                    raw.as_deref(),
+                    ranged.is_some(),
+                    parsed.as_ref(),
+                    &mut tree,
+                );
             }
             if seen_now.contains(&m.uid) && !has_flags {
                 sep(b);
@@ -306,6 +361,9 @@ impl Session {
                 tracing::debug!(error = %e, "client went away during FETCH");
                 return Reply::no("Connection lost").sync(Sync::Skip);
             }
+        }
+        if let Err(e) = user.set_cached(&name, &fresh).await {
+            tracing::debug!(error = %e, "parse cache not updated");
         }
         if expunged {
             return Reply::no("Some messages were expunged")
@@ -327,6 +385,8 @@ fn write_item(
     item: &MessageDataItemName<'_>,
     m: &MessageMeta,
     raw: Option<&[u8]>,
+    raw_is_partial: bool,
+    cached: Option<&Parsed>,
     tree: &mut Option<Entity>,
 ) {
     use MessageDataItemName as I;
@@ -357,7 +417,10 @@ fn write_item(
         }
         I::Envelope => {
             b.extend_from_slice(b"ENVELOPE ");
-            envelope::write(b, &raw[..split()]);
+            match cached {
+                Some(p) => b.extend_from_slice(&p.envelope),
+                None => envelope::write(b, &raw[..split()]),
+            }
         }
         I::Body | I::BodyStructure => {
             let extended = matches!(item, I::BodyStructure);
@@ -366,8 +429,11 @@ fn write_item(
             } else {
                 b"BODY "
             });
-            let t = parsed(tree);
-            structure::write(b, raw, &t, extended);
+            match cached {
+                Some(p) if extended => b.extend_from_slice(&p.bodystructure),
+                Some(p) => b.extend_from_slice(&p.body),
+                None => structure::write(b, raw, &parsed(tree), extended),
+            }
         }
         I::Rfc822 => {
             b.extend_from_slice(b"RFC822 ");
@@ -390,7 +456,9 @@ fn write_item(
             write_section(b, s);
             b.push(b']');
             let spec = convert(s);
-            let data: Option<Cow<'_, [u8]>> = if spec.part.is_empty() {
+            let data: Option<Cow<'_, [u8]>> = if raw_is_partial {
+                Some(Cow::Borrowed(raw))
+            } else if spec.part.is_empty() {
                 section::extract(raw, &spec)
             } else {
                 let t = parsed(tree);
@@ -405,8 +473,8 @@ fn write_item(
             match data {
                 Some(d) => {
                     let d: &[u8] = match partial {
-                        Some((o, l)) => section::partial(&d, *o, l.get()),
-                        None => &d,
+                        Some((o, l)) if !raw_is_partial => section::partial(&d, *o, l.get()),
+                        _ => &d,
                     };
                     wire::literal(b, d);
                 }
@@ -420,6 +488,7 @@ fn write_item(
 
 #[cfg(test)]
 mod tests {
+    use crate::mime::parsed::Parsed;
     use crate::mime::tests::NESTED;
     use crate::testing::{Harness, message};
 
@@ -503,6 +572,74 @@ mod tests {
         assert!(out.contains("BODYSTRUCTURE ((\"TEXT\" \"PLAIN\""), "{out}");
         assert!(
             out.contains("\"MIXED\" (\"BOUNDARY\" \"XX\") NIL NIL NIL) ENVELOPE (NIL \"outer\""),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn parse_results_are_cached_and_served_identically() {
+        let h = Harness::new().await;
+        let uid = h
+            .deliver("INBOX", std::str::from_utf8(NESTED).unwrap())
+            .await;
+        let mut s = h.selected("INBOX").await;
+        let user = h.user().await;
+        assert!(user.cached("INBOX", &[uid]).await.unwrap().is_empty());
+        let cmd = "a FETCH 1 (ENVELOPE BODY BODYSTRUCTURE)\r\n";
+        let first = h.run(&mut s, cmd).await;
+        let value = user.cached("INBOX", &[uid]).await.unwrap();
+        let parsed = Parsed::decode(&value[&uid]).unwrap();
+        assert_eq!(parsed, Parsed::compute(NESTED));
+        let second = h.run(&mut s, cmd).await;
+        assert_eq!(first, second);
+        // Mixed with items that need the file, the answer is the same as well.
+        let out = h
+            .run(&mut s, "b FETCH 1 (BODYSTRUCTURE BODY.PEEK[2.1])\r\n")
+            .await;
+        assert!(out.contains("BODY[2.1] {10}\r\ninner text"), "{out}");
+        assert!(
+            first.contains(std::str::from_utf8(&parsed.bodystructure).unwrap())
+                && out.contains(std::str::from_utf8(&parsed.bodystructure).unwrap()),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn whole_message_chunks_read_only_their_part() {
+        let h = Harness::new().await;
+        let msg = message("chunks", "0123456789abcdefghij");
+        h.deliver("INBOX", &msg).await;
+        let n = msg.len();
+        let mut s = h.selected("INBOX").await;
+        let out = h.run(&mut s, "a FETCH 1 (UID BODY.PEEK[]<0.10>)\r\n").await;
+        assert!(
+            out.contains(&format!("BODY[]<0> {{10}}\r\n{}", &msg[..10])),
+            "{out}"
+        );
+        let tail = n - 8;
+        let out = h
+            .run(&mut s, &format!("b FETCH 1 (BODY.PEEK[]<{tail}.100>)\r\n"))
+            .await;
+        assert!(
+            out.contains(&format!("BODY[]<{tail}> {{8}}\r\n{}", &msg[tail..])),
+            "{out}"
+        );
+        let out = h
+            .run(
+                &mut s,
+                &format!("c FETCH 1 (BODY.PEEK[]<{}.5>)\r\n", n + 10),
+            )
+            .await;
+        assert!(
+            out.contains(&format!("BODY[]<{}> {{0}}\r\n", n + 10)),
+            "{out}"
+        );
+        assert!(!out.contains("\\Seen"), "{out}");
+        // Without PEEK the chunk marks the message read, as a whole fetch does.
+        let out = h.run(&mut s, "d FETCH 1 (BODY[]<4.6>)\r\n").await;
+        assert!(out.contains("\\Seen"), "{out}");
+        assert!(
+            out.contains(&format!("BODY[]<4> {{6}}\r\n{}", &msg[4..10])),
             "{out}"
         );
     }

@@ -1,6 +1,7 @@
 //! SEARCH and UID SEARCH (RFC 3501 section 6.4.4), with ESEARCH results (RFC 4731) and the
 //! MODSEQ criterion (CONDSTORE, RFC 7162). Key evaluation is in `search_eval`.
 
+use hermod_common::store::{StoreError, UserStore};
 use imap_codec::imap_types::core::{Charset, Vec1};
 use imap_codec::imap_types::search::SearchKey;
 
@@ -8,7 +9,7 @@ use super::search_eval::{self, Content, View};
 use crate::extended::SearchReturn;
 use crate::output::Out;
 use crate::sequence;
-use crate::session::{Reply, Session, Sync};
+use crate::session::{Reply, Selected, Session, Sync};
 
 fn uses_modseq(key: &SearchKey<'_>) -> bool {
     match key {
@@ -20,7 +21,116 @@ fn uses_modseq(key: &SearchKey<'_>) -> bool {
     }
 }
 
+/// The messages a search matched.
+pub(crate) struct Matches {
+    /// Indexes into the selected mailbox's messages, ascending (sequence order).
+    pub found: Vec<usize>,
+    /// Some messages could not be read: another session expunged them.
+    pub expunged: bool,
+    /// The criteria used MODSEQ: results carry the highest mod-sequence (RFC 7162).
+    pub with_modseq: bool,
+}
+
+/// Checks a SEARCH/SORT/THREAD charset: UTF-8 and its subset US-ASCII are understood.
+pub(crate) fn check_charset(charset: &Charset<'_>) -> Result<(), Reply> {
+    let name = match charset {
+        Charset::Atom(a) => a.inner().to_string(),
+        Charset::Quoted(q) => q.inner().to_string(),
+    };
+    if name.eq_ignore_ascii_case("UTF-8") || name.eq_ignore_ascii_case("US-ASCII") {
+        Ok(())
+    } else {
+        Err(Reply::no("Unsupported charset").code("BADCHARSET (UTF-8 US-ASCII)"))
+    }
+}
+
+/// Messages read from the store at once: at most this many...
+const BATCH_MESSAGES: usize = 256;
+/// ...and about this many bytes (every message of a batch is in memory together).
+const BATCH_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Reads the messages at `indexes` (into the selected mailbox) a batch at a time, one store
+/// trip per batch rather than per message, and calls `f` with each index and its bytes.
+/// Returns whether some could not be read because they were expunged meanwhile.
+pub(crate) async fn read_batched(
+    user: &UserStore,
+    sel: &Selected,
+    indexes: &[usize],
+    mut f: impl FnMut(usize, &[u8]),
+) -> Result<bool, StoreError> {
+    let mut expunged = false;
+    let mut start = 0;
+    while start < indexes.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < indexes.len()
+            && end - start < BATCH_MESSAGES
+            && (end == start || bytes + sel.msgs[indexes[end]].size <= BATCH_BYTES)
+        {
+            bytes += sel.msgs[indexes[end]].size;
+            end += 1;
+        }
+        let batch = &indexes[start..end];
+        let uids: Vec<u32> = batch.iter().map(|&i| sel.msgs[i].uid).collect();
+        let raws = user.read_many(&sel.name, &uids).await?;
+        for (&i, raw) in batch.iter().zip(raws) {
+            match raw {
+                Some(raw) => f(i, &raw),
+                None => expunged = true,
+            }
+        }
+        start = end;
+    }
+    Ok(expunged)
+}
+
 impl Session {
+    /// Evaluates search criteria over the selected mailbox: the messages they match.
+    /// SORT and THREAD order what this finds.
+    pub(crate) async fn matching(&mut self, criteria: &[SearchKey<'_>]) -> Result<Matches, Reply> {
+        let key = match criteria {
+            [one] => one.clone(),
+            many => match Vec1::try_from(many.to_vec()) {
+                Ok(v) => SearchKey::And(v),
+                Err(_) => return Err(Reply::bad("Missing search criteria")),
+            },
+        };
+        let with_modseq = uses_modseq(&key);
+        if with_modseq {
+            self.enabled.condstore = true;
+        }
+        let (Some(user), Some(sel)) = (self.user(), self.selected.as_ref()) else {
+            return Err(Reply::bad("No mailbox selected"));
+        };
+        let view = View {
+            count: sel.msgs.len() as u32,
+            max_uid: sel.max_uid(),
+        };
+        // Metadata first; only messages it leaves undecided are read, in batches.
+        let mut hits = vec![false; sel.msgs.len()];
+        let mut undecided = Vec::new();
+        for (i, m) in sel.msgs.iter().enumerate() {
+            match search_eval::eval(&key, (i + 1) as u32, m, view, None) {
+                Some(hit) => hits[i] = hit,
+                None => undecided.push(i),
+            }
+        }
+        let expunged = read_batched(&user, sel, &undecided, |i, raw| {
+            let mut content = Content::new(raw);
+            hits[i] =
+                search_eval::eval(&key, (i + 1) as u32, &sel.msgs[i], view, Some(&mut content))
+                    .unwrap_or(false);
+        })
+        .await
+        .map_err(Reply::from)?;
+        let found = (0..hits.len()).filter(|&i| hits[i]).collect();
+        Ok(Matches {
+            found,
+            expunged,
+            with_modseq,
+        })
+    }
+
     pub(crate) async fn search(
         &mut self,
         charset: Option<&Charset<'_>>,
@@ -31,57 +141,24 @@ impl Session {
         out: &mut Out<'_>,
     ) -> Reply {
         let sync = if uid { Sync::Full } else { Sync::NoExpunge };
-        if let Some(cs) = charset {
-            let name = match cs {
-                Charset::Atom(a) => a.inner().to_string(),
-                Charset::Quoted(q) => q.inner().to_string(),
-            };
-            if !name.eq_ignore_ascii_case("UTF-8") && !name.eq_ignore_ascii_case("US-ASCII") {
-                return Reply::no("Unsupported charset")
-                    .code("BADCHARSET (UTF-8 US-ASCII)")
-                    .sync(sync);
-            }
+        if let Some(Err(reply)) = charset.map(check_charset) {
+            return reply.sync_unless_bad(sync);
         }
-        let key = match criteria {
-            [one] => one.clone(),
-            many => match Vec1::try_from(many.to_vec()) {
-                Ok(v) => SearchKey::And(v),
-                Err(_) => return Reply::bad("Missing search criteria"),
-            },
+        let Matches {
+            found,
+            expunged,
+            with_modseq,
+        } = match self.matching(criteria).await {
+            Ok(m) => m,
+            Err(reply) => return reply.sync_unless_bad(sync),
         };
-        let with_modseq = uses_modseq(&key);
-        if with_modseq {
-            self.enabled.condstore = true;
-        }
-        let (Some(user), Some(sel)) = (self.user(), self.selected.as_ref()) else {
+        let Some(sel) = self.selected.as_ref() else {
             return Reply::bad("No mailbox selected");
         };
-        let view = View {
-            count: sel.msgs.len() as u32,
-            max_uid: sel.max_uid(),
-        };
-        let mut found: Vec<(u32, u32, u64)> = Vec::new(); // (seq, uid, modseq)
-        let mut expunged = false;
-        for (i, m) in sel.msgs.iter().enumerate() {
-            let seq = (i + 1) as u32;
-            let hit = match search_eval::eval(&key, seq, m, view, None) {
-                Some(hit) => hit,
-                None => match user.read(&sel.name, m.uid).await {
-                    Ok(raw) => {
-                        let mut content = Content::new(&raw);
-                        search_eval::eval(&key, seq, m, view, Some(&mut content)).unwrap_or(false)
-                    }
-                    Err(hermod_common::store::StoreError::NoSuchMessage(_)) => {
-                        expunged = true;
-                        false
-                    }
-                    Err(e) => return Reply::from(e).sync(sync),
-                },
-            };
-            if hit {
-                found.push((seq, m.uid, m.modseq));
-            }
-        }
+        let found: Vec<(u32, u32, u64)> = found
+            .iter()
+            .map(|&i| ((i + 1) as u32, sel.msgs[i].uid, sel.msgs[i].modseq))
+            .collect();
         let numbers: Vec<u32> = found.iter().map(|f| if uid { f.1 } else { f.0 }).collect();
         let highest = found.iter().map(|f| f.2).max();
         match esearch {

@@ -7,8 +7,11 @@
 
 pub mod envelope;
 pub mod header;
+pub mod parsed;
 pub mod section;
 pub mod structure;
+pub mod subject;
+pub mod summary;
 
 use std::ops::Range;
 

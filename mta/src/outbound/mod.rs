@@ -9,8 +9,8 @@
 //! - [`connection`]: one connection (greeting, EHLO/HELO, STARTTLS, AUTH, messages).
 //! - [`tls`]: opportunistic or verified TLS, with the outcome for the log.
 //! - [`runner`]: the scheduler: destinations, connection reuse, retries, expiry, the log line
-//!   per recipient and attempt.
-//! - [`report`]: the DSN for the sender.
+//!   per recipient and attempt. Reports to the sender (bounces, delay warnings) are built by
+//!   [`crate::queue::report`], shared with the local runner.
 //!
 //! The daemon starts [`run_outbound`] beside the local runner. `hermod queue flush` and
 //! `hermod queue retry ID` use [`flush`] and [`retry`]: they only change the queue database,
@@ -20,7 +20,6 @@
 pub mod client;
 pub mod connection;
 pub mod reply;
-pub mod report;
 pub mod route;
 pub mod runner;
 pub mod settings;

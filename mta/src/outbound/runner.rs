@@ -21,16 +21,17 @@ use super::OutboundError;
 use super::client::{OutgoingMessage, OutgoingRecipient};
 use super::connection::{ConnectOptions, ConnectionFailure, SendOutcome, SmtpConnection, Target};
 use super::reply::{RemoteReply, synthetic};
-use super::report::queue_report;
 use super::route::{RouteFailure, RouteKey, Router};
 use super::settings::OutboundSettings;
 use super::tls::TlsClient;
 use crate::bounce::status_of;
 use crate::envelope::QueueId;
+use crate::queue::report::{DelayWarnings, Reporter};
 use crate::queue::{
     Attempt, AttemptsRecorded, Destination as QueueSide, Queue, QueuedMessage, QueuedRecipient,
     RecipientStatus, unix_now,
 };
+use hermod_common::metrics::{self, Counter};
 
 /// The queue is not read more often than this, however busy the runner is.
 const MIN_POLL_GAP: Duration = Duration::from_millis(100);
@@ -676,10 +677,22 @@ impl Shared {
                     "deferred",
                 ),
             };
+            // The same counters as local deliveries: the MDA counts a local copy delivered,
+            // here a remote server's acceptance is the delivery.
             let counter = match result.class {
-                Class::Sent => &self.stats.recipients_sent,
-                Class::Temporary if !expired => &self.stats.recipients_deferred,
-                _ => &self.stats.recipients_bounced,
+                Class::Sent => {
+                    metrics::inc(Counter::MessagesDelivered);
+                    metrics::observe_delivery_latency(delay);
+                    &self.stats.recipients_sent
+                }
+                Class::Temporary if !expired => {
+                    metrics::inc(Counter::MessagesDeferred);
+                    &self.stats.recipients_deferred
+                }
+                _ => {
+                    metrics::inc(Counter::MessagesBounced);
+                    &self.stats.recipients_bounced
+                }
             };
             counter.fetch_add(1, Ordering::Relaxed);
             any_sent |= result.class == Class::Sent;
@@ -719,7 +732,11 @@ impl Shared {
             self.wake.notify_one();
         }
         match recorded {
-            Ok(AttemptsRecorded::Pending) => {}
+            Ok(AttemptsRecorded::Pending) => {
+                if let Err(e) = self.warn_if_delayed(message, now, &remote_mtas).await {
+                    tracing::error!(queue_id = %id, error = %e, "cannot queue the delay warning");
+                }
+            }
             Ok(AttemptsRecorded::Finished {
                 message: finished,
                 removed: true,
@@ -748,12 +765,15 @@ impl Shared {
         }
     }
 
-    async fn report(
-        &self,
-        message: &QueuedMessage,
-        remote_mtas: &HashMap<u32, String>,
-    ) -> Result<(), OutboundError> {
-        let sender_is_local = match message.sender.rsplit_once('@') {
+    fn reporter(&self) -> Reporter<'_> {
+        Reporter {
+            hostname: &self.settings.hostname,
+            origin: &self.settings.myorigin,
+        }
+    }
+
+    async fn sender_is_local(&self, message: &QueuedMessage) -> Result<bool, OutboundError> {
+        Ok(match message.sender.rsplit_once('@') {
             Some((_, domain)) => {
                 self.ctx
                     .directory
@@ -761,15 +781,43 @@ impl Shared {
                     .await?
             }
             None => false,
+        })
+    }
+
+    /// Queues the report a finished message's sender is owed and removes the message.
+    async fn report(
+        &self,
+        message: &QueuedMessage,
+        remote_mtas: &HashMap<u32, String>,
+    ) -> Result<(), OutboundError> {
+        let local = self.sender_is_local(message).await?;
+        self.reporter()
+            .queue_final_report(&self.queue, message, local, remote_mtas)
+            .await?;
+        Ok(())
+    }
+
+    /// After an attempt left `attempted` deferred: sends its one delay warning if it is due.
+    async fn warn_if_delayed(
+        &self,
+        attempted: &QueuedMessage,
+        now: i64,
+        remote_mtas: &HashMap<u32, String>,
+    ) -> Result<(), OutboundError> {
+        let warnings = DelayWarnings {
+            after: self.settings.delay_warning,
+            max_lifetime: self.settings.max_lifetime,
         };
-        queue_report(
-            &self.queue,
-            &self.settings.hostname,
-            sender_is_local,
-            message,
-            remote_mtas,
-        )
-        .await?;
+        self.reporter()
+            .warn_if_delayed(
+                &self.queue,
+                warnings,
+                attempted,
+                now,
+                remote_mtas,
+                async |m: &QueuedMessage| self.sender_is_local(m).await,
+            )
+            .await?;
         Ok(())
     }
 }

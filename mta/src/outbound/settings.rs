@@ -12,6 +12,8 @@ use super::connection::{Credentials, Timeouts};
 pub struct OutboundSettings {
     /// Our name in EHLO and in reports (myhostname).
     pub hostname: String,
+    /// The domain reports come from (`MAILER-DAEMON@myorigin`).
+    pub myorigin: String,
     /// Demand STARTTLS with a verified certificate from every server.
     pub require_tls: bool,
     /// SASL credentials for the relay host.
@@ -21,6 +23,9 @@ pub struct OutboundSettings {
     /// First retry delay; doubles with each failure up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// A message still deferred this long after arrival gets one delay warning (Postfix
+    /// `delay_warning_time`); zero: never.
+    pub delay_warning: Duration,
     /// How often the queue database is read for due mail (changes by `hermod queue` from
     /// another process, new mail, retries coming due).
     pub poll_interval: Duration,
@@ -55,11 +60,13 @@ impl OutboundSettings {
         };
         OutboundSettings {
             hostname: config.myhostname.clone(),
+            myorigin: config.myorigin.clone(),
             require_tls: d.require_tls,
             relay_credentials,
             max_lifetime: Duration::from_secs(d.maximal_queue_lifetime),
             min_backoff: Duration::from_secs(d.minimal_backoff_time),
             max_backoff: Duration::from_secs(d.maximal_backoff_time),
+            delay_warning: Duration::from_secs(d.delay_warning_time),
             poll_interval: Duration::from_secs(1),
             timeouts: Timeouts {
                 connect: Duration::from_secs(30),
@@ -101,6 +108,12 @@ mod tests {
         assert_eq!(s.relay_credentials.as_ref().unwrap().username, "u");
         assert!(!format!("{s:?}").contains("secret"));
         assert_eq!(s.max_lifetime, Duration::from_secs(5 * 24 * 3600));
+        assert_eq!(
+            s.delay_warning,
+            Duration::ZERO,
+            "no delay warnings by default"
+        );
+        assert_eq!(s.myorigin, config.myorigin);
         // 5 min doubling to 1 h.
         let delays: Vec<i64> = (0..6).map(|n| s.retry_delay(n)).collect();
         assert_eq!(delays, [300, 600, 1200, 2400, 3600, 3600]);

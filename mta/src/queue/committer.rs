@@ -14,7 +14,7 @@ use sqlx::SqliteConnection;
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::runner::needs_report;
+use super::report::needs_report;
 use super::{Attempt, AttemptsRecorded, QueueError, insert_message, load_message};
 use crate::envelope::{Envelope, QueueId};
 

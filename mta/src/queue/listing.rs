@@ -92,6 +92,9 @@ pub fn details(m: &QueuedMessage) -> String {
     if m.smtputf8 {
         let _ = writeln!(out, "SMTPUTF8:    yes");
     }
+    if m.delay_warned {
+        let _ = writeln!(out, "Delay:       the sender was warned");
+    }
     for r in &m.recipients {
         let _ = writeln!(
             out,
@@ -140,6 +143,7 @@ mod tests {
             client: "[192.0.2.1] c".into(),
             size: 5120,
             arrival: 0,
+            delay_warned: true,
             recipients: vec![
                 QueuedRecipient {
                     position: 0,
@@ -187,5 +191,6 @@ mod tests {
         assert!(text.contains("Recipient:   <x@remote.test> deferred (remote), 2 attempts"));
         assert!(text.contains("Recipient:   <done@example.org> sent (local), 1 attempt\n"));
         assert!(text.contains("last reply: 451 4.4.1 no answer"));
+        assert!(text.contains("Delay:       the sender was warned\n"));
     }
 }

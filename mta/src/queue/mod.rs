@@ -15,11 +15,14 @@
 //! for the outbound engine, which uses [`Queue::due`] and [`Queue::record_attempts`] the same
 //! way. When no recipient of a message is pending or deferred any more, the message is
 //! completed: the bounce or success report, if any, is queued and the message removed, in one
-//! database transaction. [`listing`] formats the queue for `hermod queue list|show`.
+//! database transaction. A message still deferred after `delay_warning_time` gets one delay
+//! warning ([`report`]). [`listing`] formats the queue for `hermod queue list|show`.
 
 mod committer;
 pub mod listing;
+pub mod report;
 pub mod runner;
+mod size;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -140,6 +143,8 @@ pub struct QueuedMessage {
     pub size: u64,
     /// Unix seconds.
     pub arrival: i64,
+    /// The sender was warned that delivery is delayed (sent at most once).
+    pub delay_warned: bool,
     pub recipients: Vec<QueuedRecipient>,
 }
 
@@ -207,6 +212,7 @@ pub struct Queue {
     pool: SqlitePool,
     wake: Arc<WakeSignal>,
     writer: mpsc::Sender<committer::Request>,
+    size: size::QueueSize,
 }
 
 impl Queue {
@@ -235,6 +241,7 @@ impl Queue {
             pool,
             wake: Arc::new(WakeSignal::new()),
             writer,
+            size: size::QueueSize::default(),
         })
     }
 
@@ -303,10 +310,12 @@ impl Queue {
             size: content.len(),
             arrival: unix_now(),
         };
+        let change = self.size.change();
         if let Err(e) = self.write(write).await {
             self.remove_content(id);
             return Err(e);
         }
+        change.apply(1);
         self.wake.notify_one();
         Ok(())
     }
@@ -380,6 +389,7 @@ impl Queue {
 
     /// Removes a message without delivering it or telling anyone. False if unknown.
     pub async fn delete(&self, id: &QueueId) -> Result<bool, QueueError> {
+        let change = self.size.change();
         let done = sqlx::query("DELETE FROM messages WHERE id = ?")
             .bind(id.as_str())
             .execute(&self.pool)
@@ -387,6 +397,7 @@ impl Queue {
             .rows_affected()
             > 0;
         if done {
+            change.apply(-1);
             self.remove_content(id);
             tracing::info!(queue_id = %id, "removed from queue by admin");
         }
@@ -482,8 +493,14 @@ impl Queue {
             results: results.to_vec(),
             now: unix_now(),
         };
+        let change = self.size.change();
         match self.write(write).await? {
-            committer::Written::Attempts(recorded) => Ok(recorded),
+            committer::Written::Attempts(recorded) => {
+                if matches!(recorded, AttemptsRecorded::Finished { removed: true, .. }) {
+                    change.apply(-1);
+                }
+                Ok(recorded)
+            }
             committer::Written::Inserted => Ok(AttemptsRecorded::Pending),
         }
     }
@@ -510,8 +527,14 @@ impl Queue {
         if let Some(report) = &report {
             self.write_content(report.id, report.content, true).await?;
         }
+        let change = self.size.change();
         let result = self.complete_rows(id, report.as_ref()).await;
         let removed = matches!(result, Ok(true));
+        if removed {
+            change.apply(if report.is_some() { 0 } else { -1 });
+        } else {
+            drop(change);
+        }
         if let Some(report) = &report {
             if removed {
                 self.wake.notify_one();
@@ -553,6 +576,81 @@ impl Queue {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Queues `warning` (a delay DSN) for message `id` and marks the message warned, in one
+    /// transaction. False, with nothing queued, if the message was warned already or is gone:
+    /// a sender gets at most one warning per message, across restarts too.
+    pub async fn queue_delay_warning(
+        &self,
+        id: &QueueId,
+        warning: NewMessage<'_>,
+    ) -> Result<bool, QueueError> {
+        self.write_content(warning.id, warning.content, true)
+            .await?;
+        let change = self.size.change();
+        let result = self.delay_warning_rows(id, &warning).await;
+        if matches!(result, Ok(true)) {
+            change.apply(1);
+            self.wake.notify_one();
+        } else {
+            drop(change);
+            self.remove_content(warning.id);
+        }
+        result
+    }
+
+    async fn delay_warning_rows(
+        &self,
+        id: &QueueId,
+        warning: &NewMessage<'_>,
+    ) -> Result<bool, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let marked =
+            sqlx::query("UPDATE messages SET delay_warned = 1 WHERE id = ? AND delay_warned = 0")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
+        if !marked {
+            return Ok(false);
+        }
+        insert_message(
+            &mut tx,
+            warning.id,
+            warning.envelope,
+            warning.content.len(),
+            unix_now(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Messages in the queue, as this process counts them (see [`Queue::refresh_size`]).
+    pub fn size(&self) -> i64 {
+        self.size.get()
+    }
+
+    /// Counts the messages in the database and from now on keeps the `hermod_queue_size`
+    /// gauge equal to the count. The daemon's queue runner calls this when it starts.
+    pub async fn publish_size(&self) -> Result<(), QueueError> {
+        self.refresh_size().await?;
+        self.size.start_publishing();
+        Ok(())
+    }
+
+    /// Recounts the messages in the database: picks up changes made by another process
+    /// (`hermod queue delete`). Skipped, harmlessly, while this process is changing the queue.
+    pub async fn refresh_size(&self) -> Result<(), QueueError> {
+        let count = async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM messages")
+                .fetch_one(&self.pool)
+                .await
+        };
+        self.size.recount(count).await?;
+        Ok(())
     }
 
     /// Resolves when something was queued or made due (in this process).
@@ -678,6 +776,7 @@ fn message_from_row(row: &SqliteRow) -> Result<QueuedMessage, QueueError> {
         client: row.try_get("client")?,
         size: row.try_get::<i64, _>("size")?.max(0) as u64,
         arrival: row.try_get("arrival")?,
+        delay_warned: row.try_get("delay_warned")?,
         recipients: Vec::new(),
     })
 }

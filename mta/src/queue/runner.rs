@@ -1,31 +1,37 @@
 //! The local delivery runner: takes due local recipients off the queue, hands them to a
-//! [`LocalDelivery`], records the outcome, retries temporary failures with backoff and reports
-//! permanent ones to the sender.
+//! [`LocalDelivery`], records the outcome, retries temporary failures with backoff, warns the
+//! sender of long delays and reports permanent failures. It also keeps the queue size gauge
+//! (`hermod_queue_size`) published and recounted.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::report::{DelayWarnings, Reporter, needs_report};
 use super::{
-    Attempt, AttemptsRecorded, Destination, NewMessage, Queue, QueueError, QueuedMessage,
-    RecipientStatus, unix_now,
+    Attempt, AttemptsRecorded, Destination, Queue, QueueError, QueuedMessage, RecipientStatus,
+    unix_now,
 };
-use crate::bounce::{DsnAction, DsnRecipient, DsnReport, build_dsn};
 use crate::delivery::LocalDelivery;
-use crate::envelope::{Envelope, EnvelopeRecipient, Notify, QueueId};
+use crate::envelope::QueueId;
 use crate::session::LocalDomains;
 use hermod_common::metrics::{self, Counter};
 
 /// How the runner behaves.
 #[derive(Debug, Clone)]
 pub struct RunnerSettings {
-    /// Our host name, for the reports we send.
+    /// Our host name, for the reports we send (`Reporting-MTA`).
     pub hostname: String,
-    /// Messages delivered at the same time.
+    /// The domain reports come from (`MAILER-DAEMON@myorigin`).
+    pub myorigin: String,
+    /// Messages delivered at the same time (20, as Postfix's
+    /// `default_destination_concurrency_limit`). A delivery mostly waits for fsync, so
+    /// throughput is about concurrency / fsync latency: 8 kept local delivery at half the
+    /// rate SMTP accepted mail (mta/examples/smtp_load.rs).
     pub concurrency: usize,
     /// After this long in the queue a temporary failure becomes a bounce (Postfix
     /// `maximal_queue_lifetime`, 5 days).
@@ -34,6 +40,9 @@ pub struct RunnerSettings {
     pub min_backoff: Duration,
     /// ...up to this (Postfix `minimal_backoff_time`, `maximal_backoff_time`).
     pub max_backoff: Duration,
+    /// A message still deferred this long after arrival gets one delay warning (Postfix
+    /// `delay_warning_time`); zero: never.
+    pub delay_warning: Duration,
     /// How often the queue is looked at even when nothing happened in this process (changes
     /// made by `hermod queue flush`, retries coming due).
     pub poll_interval: Duration,
@@ -43,13 +52,18 @@ pub struct RunnerSettings {
 }
 
 impl RunnerSettings {
+    /// Defaults as Postfix's; reports come from `MAILER-DAEMON@<hostname>` until `myorigin`
+    /// is set.
     pub fn new(hostname: impl Into<String>) -> Self {
+        let hostname = hostname.into();
         RunnerSettings {
-            hostname: hostname.into(),
-            concurrency: 8,
+            myorigin: hostname.clone(),
+            hostname,
+            concurrency: 20,
             max_lifetime: Duration::from_secs(5 * 24 * 3600),
             min_backoff: Duration::from_secs(300),
             max_backoff: Duration::from_secs(3600),
+            delay_warning: Duration::ZERO,
             poll_interval: Duration::from_secs(10),
             started_at: unix_now(),
         }
@@ -62,8 +76,16 @@ pub struct LocalRunner<D, L> {
     delivery: Arc<D>,
     domains: Arc<L>,
     settings: Arc<RunnerSettings>,
+    /// Messages being delivered, and those finished since the last read of the queue.
     in_flight: Arc<Mutex<HashSet<QueueId>>>,
+    /// Messages whose outcome is committed, to drop from `in_flight` before the next read
+    /// (see [`LocalRunner::read_due`]).
+    released: Arc<Mutex<Vec<QueueId>>>,
     permits: Arc<Semaphore>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<D: LocalDelivery, L: LocalDomains> LocalRunner<D, L> {
@@ -81,12 +103,17 @@ impl<D: LocalDelivery, L: LocalDomains> LocalRunner<D, L> {
             domains,
             settings: Arc::new(settings),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
+            released: Arc::new(Mutex::new(Vec::new())),
             permits,
         }
     }
 
-    /// Runs until `shutdown` is cancelled; deliveries under way are finished first.
+    /// Runs until `shutdown` is cancelled; deliveries under way are finished first. From
+    /// the start the `hermod_queue_size` gauge follows this queue.
     pub async fn run(self, shutdown: CancellationToken) {
+        if let Err(e) = self.queue.publish_size().await {
+            tracing::error!(error = %e, "cannot count the queue");
+        }
         let mut tasks = JoinSet::new();
         let mut last_sweep: Option<Instant> = None;
         loop {
@@ -94,6 +121,10 @@ impl<D: LocalDelivery, L: LocalDomains> LocalRunner<D, L> {
             if last_sweep.is_none_or(|t| t.elapsed() >= self.settings.poll_interval) {
                 if let Err(e) = self.complete_finished().await {
                     tracing::error!(error = %e, "queue sweep failed");
+                }
+                // Changes by other processes (`hermod queue delete`) show in the count.
+                if let Err(e) = self.queue.refresh_size().await {
+                    tracing::error!(error = %e, "cannot count the queue");
                 }
                 last_sweep = Some(Instant::now());
             }
@@ -141,18 +172,28 @@ impl<D: LocalDelivery, L: LocalDomains> LocalRunner<D, L> {
 
     /// Spawns a delivery task for each due message not already being delivered.
     async fn start_due(&self, tasks: &mut JoinSet<()>) -> Result<usize, QueueError> {
+        let due = self.read_due().await?;
+        Ok(self.spawn_deliveries(due, tasks))
+    }
+
+    /// The due local recipients, by message.
+    ///
+    /// A finished task does not take its message out of `in_flight` itself: it leaves it in
+    /// `released`, applied here before the queue is read. Otherwise a read that began before
+    /// the task committed its outcome (so still sees the recipients pending) could find the
+    /// message gone from `in_flight` and deliver it a second time.
+    async fn read_due(&self) -> Result<Vec<QueuedMessage>, QueueError> {
+        self.apply_released();
         let limit = (self.settings.concurrency * 4).max(16) as u32;
-        let due = self
-            .queue
-            .due(Destination::Local, unix_now(), limit)
-            .await?;
+        self.queue.due(Destination::Local, unix_now(), limit).await
+    }
+
+    /// Starts a delivery task for each message of `due` not in flight; returns how many.
+    fn spawn_deliveries(&self, due: Vec<QueuedMessage>, tasks: &mut JoinSet<()>) -> usize {
         let mut started = 0;
         for message in due {
-            {
-                let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                if !in_flight.insert(message.id.clone()) {
-                    continue;
-                }
+            if !lock(&self.in_flight).insert(message.id.clone()) {
+                continue;
             }
             started += 1;
             let job = DeliveryJob {
@@ -161,21 +202,28 @@ impl<D: LocalDelivery, L: LocalDomains> LocalRunner<D, L> {
                 domains: self.domains.clone(),
                 settings: self.settings.clone(),
             };
-            let in_flight = self.in_flight.clone();
+            let released = self.released.clone();
             let permits = self.permits.clone();
             tasks.spawn(async move {
                 let id = message.id.clone();
                 if let Ok(_permit) = permits.acquire_owned().await {
                     job.deliver(message).await;
                 }
-                in_flight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+                lock(&released).push(id);
                 job.queue.notify();
             });
         }
-        Ok(started)
+        started
+    }
+
+    /// Drops the messages of finished tasks from `in_flight`; only call before reading the
+    /// queue afresh.
+    fn apply_released(&self) {
+        let released = std::mem::take(&mut *lock(&self.released));
+        let mut in_flight = lock(&self.in_flight);
+        for id in &released {
+            in_flight.remove(id);
+        }
     }
 
     /// Completes messages left with only final recipients (finished by another process, or
@@ -188,12 +236,7 @@ impl<D: LocalDelivery, L: LocalDomains> LocalRunner<D, L> {
             settings: self.settings.clone(),
         };
         for id in self.queue.finished().await? {
-            if self
-                .in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&id)
-            {
+            if lock(&self.in_flight).contains(&id) {
                 continue;
             }
             job.complete_if_finished(&id).await?;
@@ -281,7 +324,12 @@ impl<D: LocalDelivery, L: LocalDomains> DeliveryJob<D, L> {
             attempts.push((rcpt.position, attempt));
         }
         let finished = match self.queue.record_attempts(&id, &attempts).await {
-            Ok(AttemptsRecorded::Pending) => return,
+            Ok(AttemptsRecorded::Pending) => {
+                if let Err(e) = self.warn_if_delayed(&message, now).await {
+                    tracing::error!(queue_id = %id, error = %e, "cannot queue the delay warning");
+                }
+                return;
+            }
             Ok(AttemptsRecorded::Finished { message, removed }) => (message, removed),
             Err(e) => {
                 tracing::error!(queue_id = %id, error = %e, "cannot record delivery outcome");
@@ -324,90 +372,47 @@ impl<D: LocalDelivery, L: LocalDomains> DeliveryJob<D, L> {
         self.send_report(message).await
     }
 
-    /// Queues the DSN for a finished message and removes the message, in one transaction.
-    async fn send_report(&self, message: QueuedMessage) -> Result<(), QueueError> {
-        let id = &message.id;
-        let reported = reported_recipients(&message);
-        let original = match self.queue.read_message(id).await {
-            Ok(content) => content,
-            Err(e) => {
-                tracing::error!(queue_id = %id, error = %e, "original missing for the bounce");
-                Vec::new()
-            }
-        };
-        let report_id = QueueId::generate();
-        let message_id = format!("{report_id}@{}", self.settings.hostname);
-        let content = build_dsn(&DsnReport {
-            reporting_mta: &self.settings.hostname,
-            original_sender: &message.sender,
-            env_id: message.env_id.as_deref(),
-            arrival: message.arrival,
-            ret: message.ret,
-            recipients: &reported,
-            original: &original,
-            message_id: &message_id,
-            now: unix_now(),
-        });
-        let local = match message.sender.rsplit_once('@') {
+    fn reporter(&self) -> Reporter<'_> {
+        Reporter {
+            hostname: &self.settings.hostname,
+            origin: &self.settings.myorigin,
+        }
+    }
+
+    async fn sender_is_local(&self, message: &QueuedMessage) -> Result<bool, QueueError> {
+        Ok(match message.sender.rsplit_once('@') {
             Some((_, domain)) => self.domains.is_local_domain(&domain.to_lowercase()).await?,
             None => false,
-        };
-        let envelope = Envelope {
-            sender: String::new(),
-            recipients: vec![EnvelopeRecipient {
-                address: message.sender.clone(),
-                local,
-                notify: Notify {
-                    never: true,
-                    ..Notify::default()
-                },
-                orcpt: None,
-            }],
-            client: format!("bounce of {id}"),
-            ..Envelope::default()
-        };
-        tracing::info!(queue_id = %id, report_id = %report_id, to = %message.sender,
-            "delivery status notification queued");
-        self.queue
-            .complete(
-                id,
-                Some(NewMessage {
-                    id: &report_id,
-                    envelope: &envelope,
-                    content: &content,
-                }),
-            )
-            .await
-    }
-}
-
-/// The recipients a DSN must tell the sender about: failures (unless NOTIFY said otherwise)
-/// and local deliveries asked for with NOTIFY=SUCCESS.
-pub(crate) fn reported_recipients(message: &QueuedMessage) -> Vec<DsnRecipient> {
-    message
-        .recipients
-        .iter()
-        .filter_map(|r| {
-            let action = match r.status {
-                RecipientStatus::Bounced if r.notify.wants_failure() => DsnAction::Failed,
-                RecipientStatus::Sent if r.notify.success && r.local => DsnAction::Delivered,
-                _ => return None,
-            };
-            Some(DsnRecipient {
-                address: r.address.clone(),
-                orcpt: r.orcpt.clone(),
-                action,
-                reply: r.last_reply.clone().unwrap_or_default(),
-                last_attempt: r.last_attempt,
-            })
         })
-        .collect()
-}
+    }
 
-/// Whether a finished message calls for a DSN. A bounce is never bounced: nothing goes back
-/// to the null sender.
-pub(crate) fn needs_report(message: &QueuedMessage) -> bool {
-    !message.sender.is_empty() && !reported_recipients(message).is_empty()
+    /// Queues the DSN for a finished message and removes the message, in one transaction.
+    async fn send_report(&self, message: QueuedMessage) -> Result<(), QueueError> {
+        let local = self.sender_is_local(&message).await?;
+        self.reporter()
+            .queue_final_report(&self.queue, &message, local, &HashMap::new())
+            .await?;
+        Ok(())
+    }
+
+    /// After an attempt left `attempted` waiting: sends its one delay warning if it is due.
+    async fn warn_if_delayed(&self, attempted: &QueuedMessage, now: i64) -> Result<(), QueueError> {
+        let warnings = DelayWarnings {
+            after: self.settings.delay_warning,
+            max_lifetime: self.settings.max_lifetime,
+        };
+        self.reporter()
+            .warn_if_delayed(
+                &self.queue,
+                warnings,
+                attempted,
+                now,
+                &HashMap::new(),
+                async |m: &QueuedMessage| self.sender_is_local(m).await,
+            )
+            .await?;
+        Ok(())
+    }
 }
 
 fn log_removed(message: &QueuedMessage) {
@@ -419,4 +424,85 @@ fn log_removed(message: &QueuedMessage) {
         tracing::warn!(queue_id = %message.id, "undeliverable message from the null sender dropped");
     }
     tracing::info!(queue_id = %message.id, "removed from queue: delivery finished");
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::delivery::DeliveryError;
+    use crate::envelope::{Envelope, EnvelopeRecipient};
+    use crate::session::BackendError;
+
+    /// Delivers once `open` is signalled, counting copies.
+    #[derive(Default)]
+    struct GatedDelivery {
+        open: Notify,
+        copies: Mutex<usize>,
+    }
+
+    impl LocalDelivery for GatedDelivery {
+        async fn deliver(&self, _: &str, _: &str, _: &[u8]) -> Result<(), DeliveryError> {
+            self.open.notified().await;
+            *lock(&self.copies) += 1;
+            Ok(())
+        }
+    }
+
+    struct NoDomains;
+
+    impl LocalDomains for NoDomains {
+        async fn is_local_domain(&self, _: &str) -> Result<bool, BackendError> {
+            Ok(false)
+        }
+    }
+
+    /// The interleaving that delivered a message twice: the queue is read while a delivery
+    /// is under way (so the message still looks due), then the delivery finishes, then the
+    /// read's messages are started.
+    #[tokio::test]
+    async fn a_read_older_than_a_finished_delivery_does_not_start_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Arc::new(Queue::open(dir.path().join("queue")).await.unwrap());
+        let envelope = Envelope {
+            sender: "a@example.net".into(),
+            recipients: vec![EnvelopeRecipient {
+                address: "alice@example.org".into(),
+                local: true,
+                notify: Default::default(),
+                orcpt: None,
+            }],
+            ..Envelope::default()
+        };
+        queue
+            .enqueue(&QueueId::generate(), &envelope, b"Subject: x\r\n\r\nx\r\n")
+            .await
+            .unwrap();
+        let delivery = Arc::new(GatedDelivery::default());
+        let runner = LocalRunner::new(
+            queue.clone(),
+            delivery.clone(),
+            Arc::new(NoDomains),
+            RunnerSettings::new("mx.example.org"),
+        );
+        let mut tasks = JoinSet::new();
+        assert_eq!(runner.start_due(&mut tasks).await.unwrap(), 1);
+
+        let stale = runner.read_due().await.unwrap();
+        assert_eq!(stale.len(), 1, "still pending while being delivered");
+        delivery.open.notify_one();
+        tasks.join_next().await.unwrap().unwrap();
+        assert_eq!(*lock(&delivery.copies), 1);
+        assert!(
+            queue.list().await.unwrap().is_empty(),
+            "delivered and removed"
+        );
+
+        assert_eq!(runner.spawn_deliveries(stale, &mut tasks), 0);
+        // The next read no longer sees it, and forgets it was in flight.
+        assert_eq!(runner.start_due(&mut tasks).await.unwrap(), 0);
+        assert!(lock(&runner.in_flight).is_empty());
+        assert_eq!(*lock(&delivery.copies), 1);
+    }
 }

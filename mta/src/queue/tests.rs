@@ -294,7 +294,7 @@ impl LocalDelivery for MockDelivery {
         recipient: &str,
         message: &[u8],
     ) -> Result<(), DeliveryError> {
-        if recipient.starts_with("busy@") {
+        if recipient.starts_with("busy") {
             return Err(DeliveryError::temporary("450 4.2.0 mailbox busy"));
         }
         if recipient.starts_with("gone@") {
@@ -323,13 +323,31 @@ impl LocalDomains for Domains {
     }
 }
 
+fn settings() -> RunnerSettings {
+    let mut settings = RunnerSettings::new("mx.example.org");
+    settings.myorigin = "example.org".into();
+    settings
+}
+
 fn runner(queue: &Arc<Queue>, delivery: &Arc<MockDelivery>) -> LocalRunner<MockDelivery, Domains> {
-    LocalRunner::new(
-        queue.clone(),
-        delivery.clone(),
-        Arc::new(Domains),
-        RunnerSettings::new("mx.example.org"),
-    )
+    runner_with(queue, delivery, settings())
+}
+
+fn runner_with(
+    queue: &Arc<Queue>,
+    delivery: &Arc<MockDelivery>,
+    settings: RunnerSettings,
+) -> LocalRunner<MockDelivery, Domains> {
+    LocalRunner::new(queue.clone(), delivery.clone(), Arc::new(Domains), settings)
+}
+
+/// The From address of a message.
+fn from_address(message: &[u8]) -> String {
+    let parsed = mail_parser::MessageParser::default()
+        .parse(message)
+        .unwrap();
+    let from = parsed.from().and_then(|a| a.first()).unwrap();
+    from.address().unwrap().to_string()
 }
 
 #[tokio::test]
@@ -452,7 +470,10 @@ async fn permanent_failure_bounces_to_the_sender() {
     let (sender, to, bounce) = &delivered[1];
     assert_eq!(sender, "");
     assert_eq!(to, "alice@example.org");
+    // From MAILER-DAEMON at myorigin, reported by myhostname.
+    assert_eq!(from_address(bounce), "MAILER-DAEMON@example.org");
     let bounce = String::from_utf8_lossy(bounce);
+    assert!(bounce.contains("Reporting-MTA: dns; mx.example.org\r\n"));
     assert!(bounce.contains("Final-Recipient: rfc822; gone@example.org"));
     assert!(bounce.contains("Status: 5.1.1"));
     assert!(bounce.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user"));
@@ -700,4 +721,334 @@ async fn completing_a_message_twice_sends_one_report() {
         .unwrap()
         .count();
     assert_eq!(files, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delay warnings
+
+/// Settings that warn after an hour.
+fn warning_settings() -> RunnerSettings {
+    let mut settings = settings();
+    settings.delay_warning = Duration::from_secs(3600);
+    settings
+}
+
+/// Queues a message that arrived two hours ago.
+async fn enqueue_old(queue: &Queue, env: &Envelope) -> QueueId {
+    let id = QueueId::generate();
+    queue.enqueue(&id, env, CONTENT).await.unwrap();
+    sqlx::query("UPDATE messages SET arrival = arrival - 7200 WHERE id = ?")
+        .bind(id.as_str())
+        .execute(&queue.pool)
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn a_long_deferred_message_warns_its_sender_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(&dir).await;
+    let delivery = Arc::new(MockDelivery::default());
+    let id = enqueue_old(
+        &queue,
+        &envelope("alice@example.org", vec![rcpt("busy@example.org", true)]),
+    )
+    .await;
+    let r = runner_with(&queue, &delivery, warning_settings());
+    r.run_once().await.unwrap();
+
+    let delivered = delivery.delivered();
+    assert_eq!(delivered.len(), 1, "one warning");
+    let (sender, to, warning) = &delivered[0];
+    assert_eq!(sender, "", "from the null sender");
+    assert_eq!(to, "alice@example.org");
+    assert_eq!(from_address(warning), "MAILER-DAEMON@example.org");
+    let text = String::from_utf8_lossy(warning);
+    for field in [
+        "Subject: Delayed Mail (still being retried)\r\n",
+        "Reporting-MTA: dns; mx.example.org\r\n",
+        "Final-Recipient: rfc822; busy@example.org\r\n",
+        "Action: delayed\r\n",
+        "Status: 4.2.0\r\n",
+        "Diagnostic-Code: smtp; 450 4.2.0 mailbox busy\r\n",
+        "Will-Retry-Until: ",
+    ] {
+        assert!(text.contains(field), "missing {field:?} in {text}");
+    }
+    // The message itself stays queued, marked as warned.
+    let m = queue.show(&id).await.unwrap().unwrap();
+    assert!(m.delay_warned);
+    assert_eq!(m.recipients[0].status, RecipientStatus::Deferred);
+
+    // More failed attempts, and a restart: no second warning.
+    queue.flush().await.unwrap();
+    r.run_once().await.unwrap();
+    drop(r);
+    let queue = open(&dir).await;
+    assert!(queue.show(&id).await.unwrap().unwrap().delay_warned);
+    queue.flush().await.unwrap();
+    let r = runner_with(&queue, &delivery, warning_settings());
+    r.run_once().await.unwrap();
+    assert_eq!(
+        queue.show(&id).await.unwrap().unwrap().recipients[0].attempts,
+        3
+    );
+    assert_eq!(delivery.delivered().len(), 1, "still one warning");
+}
+
+#[tokio::test]
+async fn no_warning_before_the_time_when_off_or_when_not_wanted() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(&dir).await;
+    let delivery = Arc::new(MockDelivery::default());
+    // Too young.
+    let young = QueueId::generate();
+    queue
+        .enqueue(
+            &young,
+            &envelope("alice@example.org", vec![rcpt("busy@example.org", true)]),
+            CONTENT,
+        )
+        .await
+        .unwrap();
+    // The null sender is never warned (nor bounced).
+    let null = enqueue_old(&queue, &envelope("", vec![rcpt("busy@example.org", true)])).await;
+    // NOTIFY=NEVER, and NOTIFY without DELAY.
+    let mut env = envelope(
+        "alice@example.org",
+        vec![
+            rcpt("busy@example.org", true),
+            rcpt("busy2@example.org", true),
+        ],
+    );
+    env.recipients[0].notify = Notify::from_param("NEVER");
+    env.recipients[1].notify = Notify::from_param("SUCCESS,FAILURE");
+    let unwanted = enqueue_old(&queue, &env).await;
+    runner_with(&queue, &delivery, warning_settings())
+        .run_once()
+        .await
+        .unwrap();
+    // Warnings off (delay_warning_time = 0, the default).
+    let off = enqueue_old(
+        &queue,
+        &envelope("alice@example.org", vec![rcpt("busy@example.org", true)]),
+    )
+    .await;
+    runner(&queue, &delivery).run_once().await.unwrap();
+
+    assert!(delivery.delivered().is_empty(), "no warning at all");
+    for id in [&young, &null, &unwanted, &off] {
+        let m = queue.show(id).await.unwrap().unwrap();
+        assert!(!m.delay_warned);
+        assert!(
+            m.recipients
+                .iter()
+                .all(|r| r.status == RecipientStatus::Deferred)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_warning_lists_only_the_deferred_recipients_that_want_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(&dir).await;
+    let delivery = Arc::new(MockDelivery::default());
+    let mut env = envelope(
+        "alice@example.org",
+        vec![
+            rcpt("busy@example.org", true),
+            rcpt("busy2@example.org", true),
+            rcpt("bob@example.org", true),
+            rcpt("x@remote.test", false),
+        ],
+    );
+    env.recipients[0].notify = Notify::from_param("FAILURE,DELAY");
+    env.recipients[1].notify = Notify::from_param("FAILURE");
+    enqueue_old(&queue, &env).await;
+    runner_with(&queue, &delivery, warning_settings())
+        .run_once()
+        .await
+        .unwrap();
+    let delivered = delivery.delivered();
+    assert_eq!(delivered.len(), 2, "bob's copy and the warning");
+    let warning = String::from_utf8_lossy(&delivered[1].2);
+    assert!(warning.contains("Final-Recipient: rfc822; busy@example.org\r\n"));
+    assert!(
+        !warning.contains("busy2@example.org"),
+        "NOTIFY=FAILURE: not told"
+    );
+    assert!(
+        !warning.contains("Final-Recipient: rfc822; bob@"),
+        "delivered"
+    );
+    assert!(!warning.contains("x@remote.test"), "not tried yet");
+}
+
+#[tokio::test]
+async fn queue_delay_warning_is_taken_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(&dir).await;
+    let id = QueueId::generate();
+    queue
+        .enqueue(
+            &id,
+            &envelope("a@example.net", vec![rcpt("x@remote.test", false)]),
+            CONTENT,
+        )
+        .await
+        .unwrap();
+    let warning_env = envelope("", vec![rcpt("a@example.net", false)]);
+    let mut queued = Vec::new();
+    for _ in 0..2 {
+        let warning_id = QueueId::generate();
+        let taken = queue
+            .queue_delay_warning(
+                &id,
+                NewMessage {
+                    id: &warning_id,
+                    envelope: &warning_env,
+                    content: b"warning\r\n",
+                },
+            )
+            .await
+            .unwrap();
+        queued.push(taken);
+    }
+    assert_eq!(queued, [true, false]);
+    assert_eq!(queue.list().await.unwrap().len(), 2);
+    let files = std::fs::read_dir(queue.dir().join("messages"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 2, "the refused warning left no file");
+    assert_eq!(queue.size(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The queue size (hermod_queue_size)
+
+#[tokio::test]
+async fn queue_size_follows_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(&dir).await;
+    let env = envelope("a@example.net", vec![rcpt("alice@example.org", true)]);
+    let (a, b, c) = (
+        QueueId::generate(),
+        QueueId::generate(),
+        QueueId::generate(),
+    );
+    for id in [&a, &b, &c] {
+        queue.enqueue(id, &env, CONTENT).await.unwrap();
+    }
+    assert_eq!(queue.size(), 3);
+    // Delivered: removed when recorded.
+    let sent = Attempt::Sent {
+        reply: "250 ok".into(),
+    };
+    queue.record_attempts(&a, &[(0, sent)]).await.unwrap();
+    assert_eq!(queue.size(), 2);
+    // Bounced: the message is swapped for its report.
+    let bounced = Attempt::Bounced {
+        reply: "550 no".into(),
+    };
+    queue.record_attempts(&b, &[(0, bounced)]).await.unwrap();
+    assert_eq!(queue.size(), 2);
+    let report_env = envelope("", vec![rcpt("a@example.net", false)]);
+    let report = QueueId::generate();
+    let new = NewMessage {
+        id: &report,
+        envelope: &report_env,
+        content: b"report\r\n",
+    };
+    queue.complete(&b, Some(new)).await.unwrap();
+    assert_eq!(queue.size(), 2);
+    // Deleted by the admin.
+    assert!(queue.delete(&report).await.unwrap());
+    assert_eq!(queue.size(), 1);
+    assert!(!queue.delete(&report).await.unwrap());
+    assert_eq!(queue.size(), 1);
+
+    // Another process (`hermod queue delete`) removes a message; a recount sees it, and a
+    // queue opened later (the daemon starting) counts what is there.
+    let cli = open(&dir).await;
+    assert!(cli.delete(&c).await.unwrap());
+    assert_eq!(queue.size(), 1);
+    queue.refresh_size().await.unwrap();
+    assert_eq!(queue.size(), 0);
+    queue
+        .enqueue(&QueueId::generate(), &env, CONTENT)
+        .await
+        .unwrap();
+    let reopened = open(&dir).await;
+    assert_eq!(reopened.size(), 0, "not counted before publish_size");
+    reopened.refresh_size().await.unwrap();
+    assert_eq!(reopened.size(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The runner delivers each message once
+
+/// Counts deliveries per recipient, taking a little time like a real mailbox.
+#[derive(Default)]
+struct CountingDelivery {
+    copies: Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl LocalDelivery for CountingDelivery {
+    async fn deliver(&self, _: &str, recipient: &str, _: &[u8]) -> Result<(), DeliveryError> {
+        tokio::task::yield_now().await;
+        *self
+            .copies
+            .lock()
+            .unwrap()
+            .entry(recipient.to_string())
+            .or_default() += 1;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_is_delivered_exactly_once_under_load() {
+    const MESSAGES: usize = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(&dir).await;
+    let delivery = Arc::new(CountingDelivery::default());
+    let shutdown = CancellationToken::new();
+    let mut settings = settings();
+    settings.concurrency = 16;
+    let runner = LocalRunner::new(queue.clone(), delivery.clone(), Arc::new(Domains), settings);
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    let mut senders = Vec::new();
+    for worker in 0..8 {
+        let queue = queue.clone();
+        senders.push(tokio::spawn(async move {
+            for i in (worker..MESSAGES).step_by(8) {
+                let env = envelope(
+                    "a@example.net",
+                    vec![rcpt(&format!("u{i}@example.org"), true)],
+                );
+                queue
+                    .enqueue(&QueueId::generate(), &env, CONTENT)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !queue.list().await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not delivered in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap();
+    let copies = delivery.copies.lock().unwrap().clone();
+    assert_eq!(copies.len(), MESSAGES);
+    let twice: Vec<_> = copies.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
 }

@@ -123,7 +123,8 @@ impl World {
         let stats = runner.stats();
         self.tasks
             .push(tokio::spawn(runner.run(self.shutdown.clone())));
-        let mut local = RunnerSettings::new(MYHOSTNAME);
+        // The daemon's settings (myorigin, backoff, delay_warning_time), polling faster.
+        let mut local: RunnerSettings = hermod_mta::server::runner_settings(&self.ctx.config);
         local.poll_interval = Duration::from_millis(100);
         let local = LocalRunner::new(
             self.queue.clone(),
@@ -155,15 +156,27 @@ impl World {
 
     /// Queues a message as the SMTP server would.
     pub async fn send(&self, sender: &str, recipients: &[&str], content: &[u8]) -> QueueId {
+        let recipients: Vec<(&str, Notify)> =
+            recipients.iter().map(|r| (*r, Notify::default())).collect();
+        self.send_with_notify(sender, &recipients, content).await
+    }
+
+    /// Queues a message whose recipients came with these `NOTIFY=` parameters.
+    pub async fn send_with_notify(
+        &self,
+        sender: &str,
+        recipients: &[(&str, Notify)],
+        content: &[u8],
+    ) -> QueueId {
         let id = QueueId::generate();
         let envelope = Envelope {
             sender: sender.into(),
             recipients: recipients
                 .iter()
-                .map(|r| EnvelopeRecipient {
+                .map(|(r, notify)| EnvelopeRecipient {
                     address: r.to_string(),
                     local: r.ends_with(&format!("@{LOCAL_DOMAIN}")),
-                    notify: Notify::default(),
+                    notify: *notify,
                     orcpt: None,
                 })
                 .collect(),

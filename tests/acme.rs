@@ -1,0 +1,438 @@
+//! ACME end to end: hermod obtains a certificate from pebble (Let's Encrypt's small ACME test
+//! server) through a real TLS-ALPN-01 validation, serves it on its TLS listeners and after
+//! STARTTLS, keeps it across SIGHUP, and reuses it after a restart without a new order.
+//!
+//! Everything stays on loopback: pebble resolves the test name through a fake DNS server in
+//! this test and validates on hermod's ACME listener. Skipped (with the reason printed) only
+//! when the `pebble` binary is missing; CI installs it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Server, Setup, free_port, have, python};
+use hickory_resolver::proto::op::{Message, ResponseCode};
+use hickory_resolver::proto::rr::rdata::A;
+use hickory_resolver::proto::rr::{RData, Record, RecordType};
+
+const DOMAIN: &str = "mail.hermod-acme.test";
+
+/// A UDP DNS server on loopback: `A 127.0.0.1` for [`DOMAIN`], no other records for it,
+/// NXDOMAIN for every other name. Stops when dropped.
+struct FakeDns {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeDns {
+    fn start() -> FakeDns {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(request) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut reply = Message::response(request.metadata.id, request.metadata.op_code);
+                reply.metadata.recursion_desired = request.metadata.recursion_desired;
+                reply.metadata.recursion_available = true;
+                reply.add_queries(request.queries.clone());
+                if let Some(q) = request.queries.first() {
+                    let name = q.name().to_ascii().to_ascii_lowercase();
+                    if name.trim_end_matches('.') != DOMAIN {
+                        reply.metadata.response_code = ResponseCode::NXDomain;
+                    } else if q.query_type() == RecordType::A {
+                        let a = RData::A(A::new(127, 0, 0, 1));
+                        reply.add_answer(Record::from_rdata(q.name().clone(), 60, a));
+                    }
+                }
+                if let Ok(bytes) = reply.to_vec() {
+                    let _ = socket.send_to(&bytes, peer);
+                }
+            }
+        });
+        FakeDns { addr, stop }
+    }
+}
+
+impl Drop for FakeDns {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A test CA and the certificate pebble serves its ACME API with (for 127.0.0.1). Returns the
+/// CA's PEM path, for hermod's `[acme] ca_file`.
+fn pebble_tls(dir: &Path) -> PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "hermod test CA for pebble");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("pebble-cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("pebble-key.pem"), key.serialize_pem()).unwrap();
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    ca_path
+}
+
+/// A running pebble, its output collected; killed when dropped.
+struct Pebble {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    directory_url: String,
+    root_url: String,
+}
+
+impl Pebble {
+    /// Start pebble validating TLS-ALPN-01 on `tls_port`, resolving names through `dns`,
+    /// issuing certificates valid for `validity_s` seconds.
+    fn start(dir: &Path, tls_port: u16, dns: SocketAddr, validity_s: u64) -> Pebble {
+        let (api, management, http) = (free_port(), free_port(), free_port());
+        let config = pebble_config(dir, api, management, http, tls_port, validity_s);
+        let config_path = dir.join("pebble.json");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new("pebble")
+            .arg("-config")
+            .arg(&config_path)
+            .arg("-dnsserver")
+            .arg(dns.to_string())
+            // Validation stays real (no PEBBLE_VA_ALWAYS_VALID); only its random delays go.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            // rustls-acme does not retry an order after a badNonce (Let's Encrypt sends those
+            // rarely; pebble rejects 5% of nonces by default): keep the run deterministic.
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pebble");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let stdout = child.stdout.take().expect("pebble stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                eprintln!("[pebble] {line}");
+                if let Ok(mut l) = sink.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        let addr = SocketAddr::from(([127, 0, 0, 1], api));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "pebble did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Pebble {
+            child,
+            log,
+            directory_url: format!("https://127.0.0.1:{api}/dir"),
+            root_url: format!("https://127.0.0.1:{management}/roots/0"),
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Orders placed so far (pebble logs each request).
+    fn orders(&self) -> usize {
+        self.log().matches("POST /order-plz").count()
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pebble_config(
+    dir: &Path,
+    api: u16,
+    management: u16,
+    http: u16,
+    tls: u16,
+    validity_s: u64,
+) -> String {
+    format!(
+        r#"{{"pebble": {{
+  "listenAddress": "127.0.0.1:{api}",
+  "managementListenAddress": "127.0.0.1:{management}",
+  "certificate": "{cert}",
+  "privateKey": "{key}",
+  "httpPort": {http},
+  "tlsPort": {tls},
+  "ocspResponderURL": "",
+  "externalAccountBindingRequired": false,
+  "certificateValidityPeriod": {validity_s}
+}}}}"#,
+        cert = dir.join("pebble-cert.pem").display(),
+        key = dir.join("pebble-key.pem").display(),
+    )
+}
+
+/// Wait until hermod's log has `needle`; panics with both logs when it does not in time.
+fn wait_for_log(server: &Server, pebble: &Pebble, needle: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !server.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in hermod's log within {limit:?}\nhermod:\n{}\npebble:\n{}",
+            server.log(),
+            pebble.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The certificate each listener serves, verified against pebble's root for [`DOMAIN`]:
+/// one `PORT issuer=... san=... sha256=...` line per listener.
+fn served(pebble: &Pebble, ca: &Path, listeners: &[(&str, u16)]) -> Vec<String> {
+    let mut args = vec![
+        pebble.root_url.clone(),
+        ca.display().to_string(),
+        "127.0.0.1".to_string(),
+        DOMAIN.to_string(),
+    ];
+    args.extend(
+        listeners
+            .iter()
+            .map(|(kind, port)| format!("{kind}={port}")),
+    );
+    python("tls_issuer.py", &args)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn acme_section(pebble: &Pebble, acme_port: u16, ca: &Path) -> String {
+    format!(
+        "[acme]\nenabled = true\ndomains = [\"{DOMAIN}\"]\ncontact = [\"mailto:postmaster@hermod-acme.test\"]\ndirectory_url = \"{}\"\nlisten = [\"127.0.0.1:{acme_port}\"]\nca_file = \"{}\"\n",
+        pebble.directory_url,
+        ca.display()
+    )
+}
+
+fn sha256_of(line: &str) -> &str {
+    line.split("sha256=").nth(1).unwrap_or_default()
+}
+
+#[test]
+fn certificate_from_pebble_is_served_and_reused_after_restart() {
+    if !pebble_installed() {
+        return;
+    }
+    let pebble_dir = tempfile::tempdir().unwrap();
+    let ca = pebble_tls(pebble_dir.path());
+    let dns = FakeDns::start();
+    let acme_port = free_port();
+    // Five years, as pebble's default: no renewal during the test.
+    let pebble = Pebble::start(pebble_dir.path(), acme_port, dns.addr, 5 * 365 * 86400);
+    let setup = Setup::new("", &acme_section(&pebble, acme_port, &ca));
+    let p = setup.ports;
+    let mut server = setup.start("serve", p.imaps);
+    wait_for_log(
+        &server,
+        &pebble,
+        "ACME: certificate issued",
+        Duration::from_secs(20),
+    );
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+    // Really validated: pebble connected to hermod's listener and got the challenge answer.
+    assert!(
+        server
+            .log()
+            .contains("ACME: answered a TLS-ALPN-01 validation"),
+        "{}",
+        server.log()
+    );
+
+    // Implicit TLS (IMAPS, SMTPS) and STARTTLS (IMAP) all serve it, and it verifies against
+    // pebble's root through pebble's intermediate, for the ordered name.
+    let lines = served(
+        &pebble,
+        &ca,
+        &[
+            ("tls", p.imaps),
+            ("tls", p.submissions),
+            ("imap-starttls", p.imap),
+        ],
+    );
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for line in &lines {
+        assert!(line.contains("issuer=Pebble Intermediate CA"), "{line}");
+        assert!(line.contains(&format!("san={DOMAIN}")), "{line}");
+    }
+    let fingerprint = sha256_of(&lines[0]).to_string();
+    assert!(
+        lines.iter().all(|l| sha256_of(l) == fingerprint),
+        "{lines:?}"
+    );
+
+    // The account key and certificate key are private to hermod.
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["acme/key.pem", "acme/account.key"] {
+        let mode = std::fs::metadata(setup.data_dir().join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+
+    // SIGHUP reloads the ACME certificate, not the self-signed one it replaced.
+    let pid = server.child.id().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    wait_for_log(
+        &server,
+        &pebble,
+        "SIGHUP: certificate reloaded",
+        Duration::from_secs(5),
+    );
+    let lines = served(&pebble, &ca, &[("tls", p.imaps)]);
+    assert_eq!(sha256_of(&lines[0]), fingerprint, "{lines:?}");
+
+    // A restart reuses the stored certificate: no new order reaches pebble.
+    assert!(server.signal_and_wait("TERM").success());
+    let requests_before = pebble.log().lines().count();
+    let server = setup.start("serve", p.imaps);
+    wait_for_log(
+        &server,
+        &pebble,
+        "ACME: using the stored certificate",
+        Duration::from_secs(5),
+    );
+    let lines = served(&pebble, &ca, &[("tls", p.imaps)]);
+    assert_eq!(sha256_of(&lines[0]), fingerprint, "{lines:?}");
+    // Give a wrongly started order time to show up.
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = server.log();
+    assert!(!log.contains("ACME: ordering"), "{log}");
+    assert!(!log.contains("ACME: certificate issued"), "{log}");
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+    // The one request since is the test's own download of pebble's root.
+    let since: Vec<String> = pebble
+        .log()
+        .lines()
+        .skip(requests_before)
+        .map(str::to_string)
+        .collect();
+    assert!(
+        since.iter().all(|l| !l.contains("sign-me-up")),
+        "hermod contacted the CA after the restart: {since:?}"
+    );
+}
+
+fn pebble_installed() -> bool {
+    let found = have("pebble");
+    if !found {
+        eprintln!("SKIPPED: the pebble ACME test server is not installed (apt-get install pebble)");
+    }
+    found
+}
+
+/// A short-lived certificate is renewed in the background and the new one is served at once,
+/// without a restart.
+#[test]
+fn certificate_is_renewed_in_the_background() {
+    if !pebble_installed() {
+        return;
+    }
+    let pebble_dir = tempfile::tempdir().unwrap();
+    let ca = pebble_tls(pebble_dir.path());
+    let dns = FakeDns::start();
+    let acme_port = free_port();
+    // Renewal comes when a third of the lifetime is left: about 8 s after issuance.
+    let pebble = Pebble::start(pebble_dir.path(), acme_port, dns.addr, 12);
+    let setup = Setup::new("", &acme_section(&pebble, acme_port, &ca));
+    let p = setup.ports;
+    let server = setup.start("serve", p.imaps);
+    wait_for_log(
+        &server,
+        &pebble,
+        "ACME: certificate issued",
+        Duration::from_secs(20),
+    );
+    let first = served(&pebble, &ca, &[("tls", p.imaps)]);
+    wait_for_log(
+        &server,
+        &pebble,
+        "ACME: certificate renewed",
+        Duration::from_secs(20),
+    );
+    let renewed = served(&pebble, &ca, &[("tls", p.imaps), ("tls", p.submissions)]);
+    assert!(pebble.orders() >= 2, "{}", pebble.log());
+    for line in &renewed {
+        assert!(line.contains("issuer=Pebble Intermediate CA"), "{line}");
+        assert_ne!(sha256_of(line), sha256_of(&first[0]), "{line}");
+    }
+}
+
+/// A CA that cannot be reached does not stop hermod: it logs why, keeps serving the
+/// certificate it has (here the self-signed one) and tries again later. Needs no pebble.
+#[test]
+fn unreachable_ca_is_logged_and_hermod_keeps_serving() {
+    let dead_port = free_port();
+    let acme_port = free_port();
+    let setup = Setup::new(
+        "",
+        &format!(
+            "[acme]\nenabled = true\ndomains = [\"{DOMAIN}\"]\ndirectory_url = \"https://127.0.0.1:{dead_port}/dir\"\nlisten = [\"127.0.0.1:{acme_port}\"]\n"
+        ),
+    );
+    let p = setup.ports;
+    let server = setup.start("serve", p.imaps);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("ACME: certificate order failed") {
+        assert!(
+            Instant::now() < deadline,
+            "no failure logged:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("ACME: certificate order failed"))
+        .unwrap();
+    // One line with the reason and when the next attempt comes.
+    assert!(
+        line.contains("error=") && line.contains("retry_in_s=10"),
+        "{line}"
+    );
+    // Still serving, with the self-signed certificate.
+    let mut imap = TcpStream::connect(("127.0.0.1", p.imap)).unwrap();
+    imap.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut greeting = String::new();
+    BufReader::new(&mut imap).read_line(&mut greeting).unwrap();
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+    assert!(!setup.data_dir().join("acme/cert.pem").exists());
+}
