@@ -175,6 +175,19 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
+    /// The end of a command over a message set (FETCH, SEARCH, SORT, THREAD and their UID
+    /// forms): NO [EXPUNGEISSUED] if some messages were gone, else OK.
+    pub fn completed(command: &str, uid: bool, expunged: bool, sync: Sync) -> Reply {
+        let reply = if expunged {
+            Reply::no("Some messages were expunged").code("EXPUNGEISSUED")
+        } else if uid {
+            Reply::ok(format!("UID {command} completed"))
+        } else {
+            Reply::ok(format!("{command} completed"))
+        };
+        reply.sync(sync)
+    }
+
     pub fn ok(text: impl Into<String>) -> Reply {
         Reply {
             status: Status::Ok,

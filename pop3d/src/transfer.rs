@@ -27,7 +27,7 @@ pub fn wire_size(message: &[u8]) -> u64 {
 pub fn write_message(out: &mut Vec<u8>, message: &[u8], body_lines: Option<u64>) -> u64 {
     match body_lines {
         None => write_whole(out, message),
-        Some(limit) => write_top(out, message, limit),
+        Some(limit) => write_whole(out, &message[..top_end(message, limit)]),
     }
 }
 
@@ -65,39 +65,31 @@ fn write_whole(out: &mut Vec<u8>, message: &[u8]) -> u64 {
     (out.len() - start) as u64 - stuffed
 }
 
-/// TOP: line by line, up to `limit` body lines.
-fn write_top(out: &mut Vec<u8>, message: &[u8], limit: u64) -> u64 {
-    let start = out.len();
-    let mut stuffed = 0u64;
+/// Where TOP stops: after the header, the blank line that ends it, and `limit` body lines.
+/// The part before it is sent like a whole message.
+fn top_end(message: &[u8], limit: u64) -> usize {
     let mut in_header = true;
-    let mut body_sent = 0u64;
-    for line in lines(message) {
+    let mut body_lines = 0u64;
+    let mut line_start = 0;
+    for lf in memchr::memchr_iter(b'\n', message) {
         if !in_header {
-            if body_sent >= limit {
-                break;
+            if body_lines >= limit {
+                return line_start;
             }
-            body_sent += 1;
+            body_lines += 1;
         }
-        if line.first() == Some(&b'.') {
-            out.push(b'.');
-            stuffed += 1;
-        }
-        out.extend_from_slice(line);
-        out.extend_from_slice(b"\r\n");
-        if in_header && line.is_empty() {
+        let line = &message[line_start..lf];
+        if in_header && line.strip_suffix(b"\r").unwrap_or(line).is_empty() {
             in_header = false;
         }
+        line_start = lf + 1;
     }
-    (out.len() - start) as u64 - stuffed
-}
-
-/// The lines of a message without their line ends (LF, or CRLF: one CR is removed).
-fn lines(message: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let body = message.strip_suffix(b"\n").unwrap_or(message);
-    let empty = message.is_empty();
-    body.split(|b| *b == b'\n')
-        .filter(move |_| !empty)
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+    // A last line without a line end is a body line too.
+    if !in_header && body_lines >= limit {
+        line_start
+    } else {
+        message.len()
+    }
 }
 
 #[cfg(test)]
@@ -191,6 +183,63 @@ mod tests {
             let mut after = b"+OK\r\n".to_vec();
             write_message(&mut after, &message, None);
             assert_eq!(&after[5..], &out[..]);
+        }
+    }
+
+    /// TOP as first written, line by line: the oracle for [`top_end`].
+    fn write_top(out: &mut Vec<u8>, message: &[u8], limit: u64) -> u64 {
+        let start = out.len();
+        let mut stuffed = 0u64;
+        let mut in_header = true;
+        let mut body_sent = 0u64;
+        for line in lines(message) {
+            if !in_header {
+                if body_sent >= limit {
+                    break;
+                }
+                body_sent += 1;
+            }
+            if line.first() == Some(&b'.') {
+                out.push(b'.');
+                stuffed += 1;
+            }
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+            if in_header && line.is_empty() {
+                in_header = false;
+            }
+        }
+        (out.len() - start) as u64 - stuffed
+    }
+
+    /// The lines of a message without their line ends (LF, or CRLF: one CR is removed).
+    fn lines(message: &[u8]) -> impl Iterator<Item = &[u8]> {
+        let body = message.strip_suffix(b"\n").unwrap_or(message);
+        let empty = message.is_empty();
+        body.split(|b| *b == b'\n')
+            .filter(move |_| !empty)
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+    }
+
+    #[test]
+    fn top_matches_line_by_line_on_tricky_messages() {
+        let alphabet = [b'\r', b'\n', b'.', b'a', b'\n', b'\n'];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for len in 0..2000 {
+            let message: Vec<u8> = (0..len % 40)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            for limit in [0, 1, 2, 5, u64::MAX] {
+                let mut want = Vec::new();
+                let want_n = write_top(&mut want, &message, limit);
+                let (out, n) = sent(&message, Some(limit));
+                assert_eq!((out, n), (want, want_n), "{message:?} TOP {limit}");
+            }
         }
     }
 

@@ -365,17 +365,7 @@ impl Session {
         if let Err(e) = user.set_cached(&name, &fresh).await {
             tracing::debug!(error = %e, "parse cache not updated");
         }
-        if expunged {
-            return Reply::no("Some messages were expunged")
-                .code("EXPUNGEISSUED")
-                .sync(sync);
-        }
-        Reply::ok(if uid {
-            "UID FETCH completed"
-        } else {
-            "FETCH completed"
-        })
-        .sync(sync)
+        Reply::completed("FETCH", uid, expunged, sync)
     }
 }
 

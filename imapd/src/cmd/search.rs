@@ -201,17 +201,7 @@ impl Session {
                 b.extend_from_slice(b"\r\n");
             }
         }
-        if expunged {
-            return Reply::no("Some messages were expunged")
-                .code("EXPUNGEISSUED")
-                .sync(sync);
-        }
-        Reply::ok(if uid {
-            "UID SEARCH completed"
-        } else {
-            "SEARCH completed"
-        })
-        .sync(sync)
+        Reply::completed("SEARCH", uid, expunged, sync)
     }
 }
 

@@ -159,17 +159,7 @@ impl Session {
             b.extend_from_slice(format!(" (MODSEQ {h})").as_bytes());
         }
         b.extend_from_slice(b"\r\n");
-        if expunged || matches.expunged {
-            return Reply::no("Some messages were expunged")
-                .code("EXPUNGEISSUED")
-                .sync(sync);
-        }
-        Reply::ok(if uid {
-            "UID SORT completed"
-        } else {
-            "SORT completed"
-        })
-        .sync(sync)
+        Reply::completed("SORT", uid, expunged || matches.expunged, sync)
     }
 }
 

@@ -436,17 +436,7 @@ impl Session {
             write(b, &forest, &msgs);
         }
         b.extend_from_slice(b"\r\n");
-        if expunged || matches.expunged {
-            return Reply::no("Some messages were expunged")
-                .code("EXPUNGEISSUED")
-                .sync(sync);
-        }
-        Reply::ok(if uid {
-            "UID THREAD completed"
-        } else {
-            "THREAD completed"
-        })
-        .sync(sync)
+        Reply::completed("THREAD", uid, expunged || matches.expunged, sync)
     }
 }
 
