@@ -9,12 +9,12 @@ use std::collections::BTreeSet;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hermod_common::auth::Authenticator;
 use hermod_common::store::{
-    Change, ChangeReceiver, Flag, MessageMeta, Store, StoreError, UserStore, decode_mutf7,
-    encode_mutf7,
+    Change, ChangeReceiver, ChangeToken, Flag, MessageMeta, Store, StoreError, UserStore,
+    decode_mutf7, encode_mutf7,
 };
 use imap_codec::CommandCodec;
 use imap_codec::decode::Decoder;
@@ -26,6 +26,9 @@ use crate::extended::{self, Extended};
 use crate::framer::Frame;
 use crate::output::Out;
 use crate::wire;
+
+/// Other tools' changes on disk are not in the store's change token: look anyway this often.
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// Session settings, from the config.
 #[derive(Debug, Clone)]
@@ -109,6 +112,8 @@ pub(crate) struct Selected {
     pub vanished: Vec<u32>,
     /// Keywords announced in FLAGS.
     pub keywords: BTreeSet<String>,
+    /// The store's change token at the last look for changes, and when that was.
+    pub checked: Option<(ChangeToken, Instant)>,
 }
 
 impl Selected {
@@ -724,6 +729,21 @@ impl Session {
         let (Some(user), Some(sel)) = (self.user(), self.selected.as_mut()) else {
             return Ok(());
         };
+        // Read before looking, so a commit during the look makes the next check look again.
+        let token = user.change_token();
+        let now = Instant::now();
+        if sel
+            .checked
+            .is_some_and(|(t, at)| t.same_as(token) && now.duration_since(at) < RECHECK)
+        {
+            // No hermod process committed anything for this user since the last look.
+            if expunge && !sel.vanished.is_empty() {
+                let mut gone = std::mem::take(&mut sel.vanished);
+                gone.sort_unstable();
+                report_expunged(sel, &gone, self.enabled.qresync, out);
+            }
+            return Ok(());
+        }
         let changes = match user.changes_since(&sel.name, sel.highest_modseq).await {
             Ok(c) => c,
             Err(StoreError::NoSuchMailbox(_)) => {
@@ -742,6 +762,7 @@ impl Session {
             self.bye(out, "UIDVALIDITY changed, please reconnect");
             return Ok(());
         }
+        sel.checked = Some((token, now));
         let condstore = self.enabled.condstore;
         for uid in &changes.vanished {
             if sel.index_of(*uid).is_some() && !sel.vanished.contains(uid) {
@@ -969,5 +990,56 @@ mod tests {
         }
         let out = h.run(&mut s, "z NOOP\r\n").await;
         assert!(out.ends_with("z OK NOOP completed\r\n"), "{out}");
+    }
+
+    /// The skipped look after a command (nothing committed since the last one) never
+    /// hides a change: another process's commits show at the very next command.
+    #[tokio::test]
+    async fn changes_of_another_process_show_at_the_next_command() {
+        use hermod_common::store::{Flag, Flags, Store, StoreMode};
+        let h = Harness::new().await;
+        h.deliver("INBOX", &message("one", "body")).await;
+        let mut s = h.selected("INBOX").await;
+        // Two quiet commands: the second one skips the store.
+        h.run(&mut s, "a NOOP\r\n").await;
+        let out = h.run(&mut s, "b NOOP\r\n").await;
+        assert_eq!(out, "b OK NOOP completed\r\n");
+
+        let other = Store::new(h.store.config().clone());
+        let u = other.user("alice", "example.org").await.unwrap();
+        let uid = u
+            .deliver("INBOX", message("two", "body").as_bytes())
+            .await
+            .unwrap();
+        let out = h.run(&mut s, "c NOOP\r\n").await;
+        assert!(out.contains("* 2 EXISTS\r\n"), "{out}");
+        u.store(
+            "INBOX",
+            &[uid],
+            StoreMode::Add,
+            Flags::from_flags(&[Flag::Flagged]),
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+        let out = h.run(&mut s, "d NOOP\r\n").await;
+        assert!(out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged))"), "{out}");
+        u.expunge("INBOX", Some(&[uid])).await.unwrap();
+        let out = h.run(&mut s, "e NOOP\r\n").await;
+        assert!(!out.contains("EXPUNGE"), "not \\Deleted, so kept: {out}");
+        u.store(
+            "INBOX",
+            &[uid],
+            StoreMode::Add,
+            Flags::from_flags(&[Flag::Deleted]),
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+        u.expunge("INBOX", None).await.unwrap();
+        let out = h.run(&mut s, "f NOOP\r\n").await;
+        assert!(out.contains("* 2 EXPUNGE\r\n"), "{out}");
     }
 }

@@ -12,7 +12,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, Row, Sqlite, Transaction};
 
-use super::{Flags, MailboxStatus, MessageMeta, ModSeq, QuotaUsage, Result, SpecialUse, Uid};
+use super::{
+    Changes, Flags, MailboxStatus, MessageMeta, ModSeq, QuotaUsage, Result, SpecialUse, Uid,
+};
 
 /// Schema, created at open. `user_version` tells future code which layout it finds.
 const SCHEMA: &str = r#"
@@ -673,41 +675,68 @@ pub(super) async fn snapshot_messages(
 }
 
 fn meta_from_row(r: &SqliteRow) -> Result<MessageMeta> {
-    let kw: String = r.try_get(2)?;
+    meta_at(r, 0)
+}
+
+/// A message's metadata from columns uid, flags, keywords, modseq, size and internal_date
+/// starting at column `at`.
+fn meta_at(r: &SqliteRow, at: usize) -> Result<MessageMeta> {
+    let kw: String = r.try_get(at + 2)?;
     Ok(MessageMeta {
-        uid: r.try_get::<i64, _>(0)? as u32,
-        flags: Flags::from_bits(r.try_get::<i64, _>(1)? as u8),
+        uid: r.try_get::<i64, _>(at)? as u32,
+        flags: Flags::from_bits(r.try_get::<i64, _>(at + 1)? as u8),
         keywords: keywords_from_db(&kw),
-        modseq: r.try_get::<i64, _>(3)? as u64,
-        size: r.try_get::<i64, _>(4)? as u64,
-        internal_date: r.try_get(5)?,
+        modseq: r.try_get::<i64, _>(at + 3)? as u64,
+        size: r.try_get::<i64, _>(at + 4)? as u64,
+        internal_date: r.try_get(at + 5)?,
         recent: false,
     })
 }
 
-/// Messages with modseq > `since`, and UIDs expunged after it.
+/// The mailbox's counters, its messages with modseq > `since` and the UIDs expunged after
+/// it, or `None` if there is no such mailbox. One statement, so one consistent snapshot
+/// and one trip to the database thread: this runs after nearly every IMAP command.
 pub(super) async fn changes_since(
     c: &mut SqliteConnection,
-    mailbox_id: i64,
+    mailbox: &str,
     since: ModSeq,
-) -> Result<(Vec<MessageMeta>, Vec<Uid>)> {
+) -> Result<Option<Changes>> {
+    // Rows: (0, uidvalidity, uidnext, highest_modseq) for the mailbox, (1, uid, flags,
+    // keywords, modseq, size, internal_date) per changed message, (2, uid) per expunge.
     let rows = sqlx::query(
-        "SELECT uid, flags, keywords, modseq, size, internal_date FROM message \
-         WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+        "SELECT 0, uidvalidity, uidnext, highest_modseq, NULL, NULL, NULL \
+           FROM mailbox WHERE name = ?1 \
+         UNION ALL \
+         SELECT 1, uid, flags, keywords, modseq, size, internal_date FROM message \
+           WHERE mailbox_id = (SELECT id FROM mailbox WHERE name = ?1) AND modseq > ?2 \
+         UNION ALL \
+         SELECT 2, uid, NULL, NULL, NULL, NULL, NULL FROM expunged \
+           WHERE mailbox_id = (SELECT id FROM mailbox WHERE name = ?1) AND modseq > ?2 \
+         ORDER BY 1, 2",
     )
-    .bind(mailbox_id)
-    .bind(since as i64)
-    .fetch_all(&mut *c)
-    .await?;
-    let changed = rows.iter().map(meta_from_row).collect::<Result<Vec<_>>>()?;
-    let vanished: Vec<i64> = sqlx::query_scalar(
-        "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
-    )
-    .bind(mailbox_id)
+    .bind(mailbox)
     .bind(since as i64)
     .fetch_all(c)
     .await?;
-    Ok((changed, vanished.into_iter().map(|u| u as Uid).collect()))
+    let mut out: Option<Changes> = None;
+    for r in &rows {
+        let kind: i64 = r.try_get(0)?;
+        match (kind, out.as_mut()) {
+            (0, _) => {
+                out = Some(Changes {
+                    uidvalidity: r.try_get::<i64, _>(1)? as u32,
+                    uidnext: r.try_get::<i64, _>(2)? as u32,
+                    highest_modseq: r.try_get::<i64, _>(3)? as u64,
+                    changed: Vec::new(),
+                    vanished: Vec::new(),
+                })
+            }
+            (1, Some(ch)) => ch.changed.push(meta_at(r, 1)?),
+            (2, Some(ch)) => ch.vanished.push(r.try_get::<i64, _>(1)? as Uid),
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 pub(super) async fn status(c: &mut SqliteConnection, m: &MailboxRow) -> Result<MailboxStatus> {

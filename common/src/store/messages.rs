@@ -622,21 +622,19 @@ impl Core {
         name: &str,
         modseq: ModSeq,
     ) -> Result<Changes> {
-        let row = self.open_mailbox(name).await?;
+        let canonical = self.canonical(name)?;
+        if self.disk_fresh(&canonical) {
+            let mut conn = self.pool.acquire().await?;
+            if let Some(c) = index::changes_since(&mut conn, &canonical, modseq).await? {
+                return Ok(c);
+            }
+            // Not in the index (any more): `open_mailbox` reconciles or says it is gone.
+        }
+        let row = self.open_mailbox(&canonical).await?;
         let mut conn = self.pool.acquire().await?;
-        let mut rtx = conn.begin().await?;
-        let mb = index::mailbox_by_name(&mut rtx, &row.name)
+        index::changes_since(&mut conn, &row.name, modseq)
             .await?
-            .ok_or_else(|| StoreError::NoSuchMailbox(row.name.clone()))?;
-        let (changed, vanished) = index::changes_since(&mut rtx, mb.id, modseq).await?;
-        rtx.commit().await?;
-        Ok(Changes {
-            uidvalidity: mb.uidvalidity,
-            uidnext: mb.uidnext,
-            highest_modseq: mb.highest_modseq,
-            changed,
-            vanished,
-        })
+            .ok_or(StoreError::NoSuchMailbox(row.name))
     }
 
     pub(super) async fn quota_usage(&self) -> Result<QuotaUsage> {
@@ -735,12 +733,12 @@ impl Core {
         unchanged_since: Option<ModSeq>,
     ) -> Result<StoreResult> {
         let keywords = check_keywords(keywords)?;
-        let row = self.resolve(name).await?;
+        let canonical = self.indexed_name(name).await?;
         let mut w = self.writer.lock().await;
         let mut tx = w.begin().await?;
-        let mut mb = index::mailbox_by_name(tx.conn(), &row.name)
+        let mut mb = index::mailbox_by_name(tx.conn(), &canonical)
             .await?
-            .ok_or_else(|| StoreError::NoSuchMailbox(row.name.clone()))?;
+            .ok_or_else(|| StoreError::NoSuchMailbox(canonical.clone()))?;
         let rows = index::message_rows_in(tx.conn(), mb.id, uids).await?;
         let mut result = StoreResult::default();
         // (row, new flags, new keywords, new location, file rename)
@@ -842,10 +840,10 @@ impl Core {
         name: &str,
         uids: Option<&[Uid]>,
     ) -> Result<Vec<Uid>> {
-        let row = self.resolve(name).await?;
+        let canonical = self.indexed_name(name).await?;
         match self.cfg.format {
-            MailboxFormat::Maildir => self.expunge_maildir(&row.name, uids, true).await,
-            MailboxFormat::Mbox => self.expunge_mbox(&row.name, uids, true).await,
+            MailboxFormat::Maildir => self.expunge_maildir(&canonical, uids, true).await,
+            MailboxFormat::Mbox => self.expunge_mbox(&canonical, uids, true).await,
         }
     }
 

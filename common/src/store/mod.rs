@@ -37,7 +37,7 @@ pub use types::{
     Appended, Change, Changes, CopyResult, Flag, Flags, MailboxFormat, MailboxInfo, MailboxStatus,
     MessageMeta, ModSeq, QuotaUsage, Snapshot, SpecialUse, StoreMode, StoreResult, Uid,
 };
-pub use watch::ChangeReceiver;
+pub use watch::{ChangeReceiver, ChangeToken};
 
 /// The store's own configuration (independent of hermod's config file).
 #[derive(Debug, Clone)]
@@ -318,7 +318,16 @@ impl UserStore {
         self.shared.core().expunge(mailbox, uids).await
     }
 
-    /// Messages changed (or added) and UIDs expunged after `modseq` (reconciles first).
+    /// Changes the index as of now: if a later `change_token()` is [`ChangeToken::same_as`]
+    /// this one, no hermod process committed anything for this user in between, so a
+    /// `changes_since` would find nothing new in the index. Other tools' changes on disk
+    /// are not counted: look with `changes_since` anyway every second or so.
+    pub fn change_token(&self) -> ChangeToken {
+        self.shared.core().notifier.token()
+    }
+
+    /// Messages changed (or added) and UIDs expunged after `modseq`. Reconciles with the
+    /// disk first, unless this mailbox's disk was looked at less than a second ago.
     /// `changes_since(m, 0)` lists every message.
     pub async fn changes_since(&self, mailbox: &str, modseq: ModSeq) -> Result<Changes> {
         self.shared.core().changes_since(mailbox, modseq).await

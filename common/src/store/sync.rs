@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::index::{self, DiskState, Location, MailboxRow, MessageRow, WriteTx};
 use super::lock::MboxLock;
@@ -17,6 +18,10 @@ use super::user::{Core, blocking, now_ns};
 use super::{MailboxFormat, MessageMeta, Result, StoreError};
 
 const SETTLE_NS: i64 = 1_000_000_000;
+
+/// How long a look at a mailbox's disk stands for `changes_since`: other tools' changes
+/// show within this time; hermod's own are in the index at once.
+pub(super) const DISK_FRESH: Duration = Duration::from_secs(1);
 
 /// After seeing a disk state whose newest mtime is `newest`: if that is less than a second
 /// ago, a later change could still share the mtime, so check again once it has settled.
@@ -99,13 +104,38 @@ impl Core {
             }
             Err(e) => return Err(e),
         };
-        if !needs_scan(&row, state) {
-            return Ok(row);
+        let row = if needs_scan(&row, state) {
+            match format {
+                MailboxFormat::Maildir => self.sync_maildir(&row.name).await?,
+                MailboxFormat::Mbox => self.sync_mbox(&row.name).await?,
+            }
+        } else {
+            row
+        };
+        self.disk_checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(row.name.clone(), Instant::now());
+        Ok(row)
+    }
+
+    /// The canonical name of a mailbox that is in the index, for callers that look it up
+    /// again in their transaction anyway: no query if it was seen there a moment ago.
+    pub(super) async fn indexed_name(self: &Arc<Self>, name: &str) -> Result<String> {
+        let canonical = self.canonical(name)?;
+        if self.disk_fresh(&canonical) {
+            return Ok(canonical);
         }
-        match format {
-            MailboxFormat::Maildir => self.sync_maildir(&row.name).await,
-            MailboxFormat::Mbox => self.sync_mbox(&row.name).await,
-        }
+        Ok(self.resolve(&canonical).await?.name)
+    }
+
+    /// Was this mailbox's disk compared with the index less than [`DISK_FRESH`] ago?
+    pub(super) fn disk_fresh(&self, canonical: &str) -> bool {
+        self.disk_checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(canonical)
+            .is_some_and(|t| t.elapsed() < DISK_FRESH)
     }
 
     async fn sync_maildir(self: &Arc<Self>, canonical: &str) -> Result<MailboxRow> {

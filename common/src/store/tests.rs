@@ -1277,3 +1277,73 @@ async fn byte_ranges_match_the_whole_message() {
         ));
     }
 }
+
+#[tokio::test]
+async fn change_token_moves_with_every_commit_of_any_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Two stores on one data dir stand for two processes.
+    let here = maildir_store(tmp.path());
+    let there = maildir_store(tmp.path());
+    let a = here.user("alice", "example.org").await.unwrap();
+    let b = there.user("alice", "example.org").await.unwrap();
+    let uid = a.deliver("INBOX", &message(1)).await.unwrap();
+    let first = a.change_token();
+    assert!(
+        first.same_as(a.change_token()),
+        "stable while nothing happens"
+    );
+    let seen = a.changes_since("INBOX", 0).await.unwrap();
+    assert!(first.same_as(a.change_token()), "reading changes nothing");
+
+    // A commit in this process and one in the other both move the token.
+    a.deliver("INBOX", &message(2)).await.unwrap();
+    let second = a.change_token();
+    assert!(!second.same_as(first));
+    b.store(
+        "INBOX",
+        &[uid],
+        StoreMode::Add,
+        Flags::from_flags(&[Flag::Flagged]),
+        &[],
+        None,
+    )
+    .await
+    .unwrap();
+    let third = a.change_token();
+    assert!(!third.same_as(second));
+    assert!(third.same_as(b.change_token()));
+    // And the change is in the index at once, without a look at the disk.
+    let ch = a.changes_since("INBOX", seen.highest_modseq).await.unwrap();
+    let flagged: Vec<u32> = ch
+        .changed
+        .iter()
+        .filter(|m| m.flags.contains(Flag::Flagged))
+        .map(|m| m.uid)
+        .collect();
+    assert_eq!(flagged, vec![uid]);
+    assert_eq!(ch.changed.len(), 2, "the flag change and message 2");
+
+    // Another tool's file shows once the last look at the disk is a second old.
+    let before = ch.highest_modseq;
+    std::fs::write(inbox_dir(&here).join("new/1.other-tool.host"), message(3)).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let ch = a.changes_since("INBOX", before).await.unwrap();
+    assert_eq!(ch.changed.len(), 1, "{:?}", ch.changed);
+    assert_eq!(
+        a.read("INBOX", ch.changed[0].uid).await.unwrap(),
+        message(3)
+    );
+    assert!(
+        !third.same_as(a.change_token()),
+        "the reconcile was a commit"
+    );
+
+    // A mailbox deleted by the other process is reported as gone.
+    b.create("Projects", None).await.unwrap();
+    a.changes_since("Projects", 0).await.unwrap();
+    b.delete("Projects").await.unwrap();
+    assert!(matches!(
+        a.changes_since("Projects", 0).await,
+        Err(StoreError::NoSuchMailbox(_))
+    ));
+}

@@ -2,7 +2,7 @@
 //! DELETE, RENAME, subscriptions). Message operations are in `messages.rs`, reconciliation
 //! with the disk in `sync.rs`.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::ops::Deref;
@@ -92,6 +92,8 @@ pub(super) struct Core {
     pub(super) notifier: Arc<UserNotifier>,
     /// Directory mtimes change on every change (see `maildir::fine_grained_mtimes`).
     pub(super) fine_mtimes: bool,
+    /// When each mailbox's disk was last compared with the index (`open_mailbox`).
+    pub(super) disk_checked: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 fn expand_template(t: &str, localpart: &str, domain: &str) -> String {
@@ -159,6 +161,7 @@ impl UserShared {
             writer: tokio::sync::Mutex::new(writer),
             notifier,
             fine_mtimes,
+            disk_checked: Default::default(),
         });
         core.init_mailboxes().await?;
         let (tx, rx) = mpsc::unbounded_channel();

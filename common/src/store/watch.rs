@@ -128,6 +128,7 @@ impl UserNotifier {
     ) -> Result<Arc<Self>> {
         let changes_path = dir.join("changes");
         let changes = OpenOptions::new()
+            .read(true)
             .write(true)
             .create(true)
             .truncate(false)
@@ -152,12 +153,25 @@ impl UserNotifier {
         }))
     }
 
-    /// Tells every watcher (this process and others) that something changed.
+    /// Tells every watcher (this process and others) that something changed, and gives
+    /// the changes file a token no writer wrote before (see [`UserNotifier::token`]).
     pub(super) fn touch(&self) {
-        if let Err(e) = self.changes.write_at(b"x", 0) {
+        if let Err(e) = self.changes.write_at(&next_token().to_le_bytes(), 0) {
             tracing::warn!(error = %e, "cannot touch the changes file");
         }
         self.kick.notify_one();
+    }
+
+    /// The token of the last commit of any hermod process to this user's index: equal
+    /// tokens read before and after a look at the index mean no commit came in between.
+    /// One `pread` of the page cache, so cheap enough to call before every IMAP reply.
+    pub(super) fn token(&self) -> ChangeToken {
+        let mut b = [0u8; 8];
+        match self.changes.read_at(&mut b, 0) {
+            Ok(8) => ChangeToken(u64::from_le_bytes(b)),
+            // Never touched yet (or unreadable): a token that matches nothing.
+            _ => ChangeToken(0),
+        }
     }
 
     pub(super) fn subscribe(self: &Arc<Self>, core: Weak<Core>) -> ChangeReceiver {
@@ -170,6 +184,35 @@ impl UserNotifier {
         }
         ChangeReceiver { rx }
     }
+}
+
+/// What the changes file held at some moment; see [`super::UserStore::change_token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeToken(u64);
+
+impl ChangeToken {
+    /// Whether `self` and `other` are the same known token (an unknown one never matches).
+    pub fn same_as(self, other: ChangeToken) -> bool {
+        self.0 != 0 && self.0 == other.0
+    }
+}
+
+/// A process-unique start (pid and clock) plus a counter: two writes, by this process or
+/// another, leave different tokens.
+fn next_token() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        // The pid in the top bits, the clock below: unique across live processes and
+        // (almost surely) across restarts that reuse a pid.
+        (u64::from(std::process::id()) << 40) | (nanos & ((1 << 40) - 1))
+    });
+    let t = base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
+    if t == 0 { 1 } else { t }
 }
 
 type Seen = HashMap<String, (i64, i64, i64)>;

@@ -142,6 +142,7 @@ impl Session {
             msgs: snap.messages,
             vanished: Vec::new(),
             keywords,
+            checked: None,
         });
         let (code, cmd) = if read_only {
             ("READ-ONLY", "EXAMINE")
