@@ -6,8 +6,13 @@
 //! ```text
 //! cargo run --release -p hermod-mta --example smtp_load -- \
 //!     [--messages 10000] [--connections 20] [--size 5120] [--delivery store|null] \
-//!     [--target 127.0.0.1:2525 --maildir DIR]
+//!     [--target 127.0.0.1:2525 --maildir DIR] [--rate MSGS_PER_SEC]
 //! ```
+//!
+//! Without `--rate` every connection sends its next message as soon as the last one got its
+//! 250 (a closed loop: the highest rate the server takes). With `--rate` the connections
+//! together start messages at that fixed rate, so the DATA latencies of two servers can be
+//! compared at the same load.
 //!
 //! `--delivery store` files each message into the recipient's Maildir through the mail store
 //! (what the MDA does); `null` drops it, to measure the MTA alone.
@@ -38,6 +43,7 @@ struct Options {
     store: bool,
     target: Option<SocketAddr>,
     maildir: Option<PathBuf>,
+    rate: Option<f64>,
 }
 
 fn options() -> Options {
@@ -48,6 +54,7 @@ fn options() -> Options {
         store: true,
         target: None,
         maildir: None,
+        rate: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -60,6 +67,7 @@ fn options() -> Options {
             "--delivery" => o.store = value != "null",
             "--target" => o.target = Some(value.parse().expect("--target IP:PORT")),
             "--maildir" => o.maildir = Some(PathBuf::from(value)),
+            "--rate" => o.rate = Some(value.parse().expect("--rate MSGS_PER_SEC")),
             other => panic!("unknown option {other}"),
         }
         i += 2;
@@ -130,12 +138,20 @@ async fn read_reply(conn: &mut BufReader<TcpStream>) -> String {
     }
 }
 
+/// When a paced connection starts its messages: the first at `start`, then one every
+/// `interval`.
+struct Pace {
+    start: tokio::time::Instant,
+    interval: Duration,
+}
+
 /// One client connection sending `count` messages; returns the DATA reply latencies.
 async fn client(
     addr: std::net::SocketAddr,
     first: usize,
     count: usize,
     size: usize,
+    pace: Option<Pace>,
 ) -> Vec<Duration> {
     let mut conn = BufReader::new(TcpStream::connect(addr).await.expect("connect"));
     conn.get_ref().set_nodelay(true).ok();
@@ -146,7 +162,10 @@ async fn client(
         .unwrap();
     read_reply(&mut conn).await;
     let mut latencies = Vec::with_capacity(count);
-    for n in first..first + count {
+    for (k, n) in (first..first + count).enumerate() {
+        if let Some(p) = &pace {
+            tokio::time::sleep_until(p.start + p.interval * k as u32).await;
+        }
         let envelope = format!(
             "MAIL FROM:<load@example.net> SIZE={size}\r\nRCPT TO:<user{}@example.org>\r\nDATA\r\n",
             n % USERS
@@ -197,13 +216,19 @@ fn count_maildir_files(root: &Path) -> usize {
 async fn send_load(addr: SocketAddr, o: &Options) -> Vec<Duration> {
     let mut tasks = Vec::new();
     let per = o.messages / o.connections;
+    let start = tokio::time::Instant::now();
     for c in 0..o.connections {
+        // Connection c starts at c/rate; together they start one message every 1/rate.
+        let pace = o.rate.map(|rate| Pace {
+            start: start + Duration::from_secs_f64(c as f64 / rate),
+            interval: Duration::from_secs_f64(o.connections as f64 / rate),
+        });
         let count = if c == o.connections - 1 {
             o.messages - per * c
         } else {
             per
         };
-        tasks.push(tokio::spawn(client(addr, c * per, count, o.size)));
+        tasks.push(tokio::spawn(client(addr, c * per, count, o.size, pace)));
     }
     let mut latencies = Vec::with_capacity(o.messages);
     for t in tasks {

@@ -1,15 +1,16 @@
 //! The durable mail queue in `<data_dir>/queue/`.
 //!
-//! Each accepted message is a file `messages/<id>` (written to `tmp/`, fsynced, linked into
-//! `messages/`) plus rows in the SQLite database `queue.db` (WAL, `synchronous=FULL`): the
-//! envelope, and per recipient its status (pending, deferred, sent, bounced), attempts, next
-//! attempt and last reply. The file is durable before its rows are written; the directory
-//! fsync that makes its name durable and the commit of the rows happen before
-//! [`Queue::enqueue`] returns, and the session answers 250 only then, so an accepted message
-//! survives `kill -9` and power loss. Writes from all sessions and the runner go through one
-//! committer task that batches them (one directory fsync and one commit per batch): see
-//! `committer.rs`. A file without rows is a message that was never acknowledged:
-//! [`Queue::recover`] removes it at daemon start.
+//! Each accepted message is rows in the SQLite database `queue.db` (WAL, `synchronous=FULL`):
+//! the envelope, and per recipient its status (pending, deferred, sent, bounced), attempts,
+//! next attempt and last reply. Its content is in the same database when it is at most
+//! [`INLINE_MAX`] bytes (most mail), so one WAL fsync makes content and envelope durable
+//! together; a bigger one is a file `messages/<id>` (written to `tmp/`, fsynced, linked into
+//! `messages/`) that is durable before its rows are written. The commit of the rows (and
+//! the directory fsync for new files) happen before [`Queue::enqueue`] returns, and the
+//! session answers 250 only then, so an accepted message survives `kill -9` and power loss.
+//! Writes from all sessions and the runner go through one committer task that batches them
+//! (one commit per batch): see `committer.rs`. A file without rows is a message that was
+//! never acknowledged: [`Queue::recover`] removes it at daemon start.
 //!
 //! Local recipients are delivered by [`runner::LocalRunner`]; remote recipients stay `pending`
 //! for the outbound engine, which uses [`Queue::due`] and [`Queue::record_attempts`] the same
@@ -40,7 +41,7 @@ use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::Notify as WakeSignal;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::envelope::{BodyType, DsnReturn, Envelope, Notify, QueueId};
+use crate::envelope::{BodyType, DsnReturn, Envelope, EnvelopeRecipient, Notify, QueueId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -205,6 +206,10 @@ pub struct Recovery {
     pub missing_files: Vec<QueueId>,
 }
 
+/// Contents up to this size are stored in the queue database, bigger ones in files. Most
+/// mail is far smaller; for big messages the transfer takes longer than the extra fsyncs.
+pub const INLINE_MAX: usize = 256 * 1024;
+
 /// The queue. Cheap to share behind an `Arc`; safe to open from several processes (the CLI
 /// reads and changes it while the daemon runs).
 pub struct Queue {
@@ -250,7 +255,7 @@ impl Queue {
         &self.dir
     }
 
-    /// Where the content of message `id` is stored.
+    /// Where the content of message `id` is stored if it is bigger than [`INLINE_MAX`].
     pub fn message_path(&self, id: &QueueId) -> PathBuf {
         self.dir.join("messages").join(id.as_str())
     }
@@ -285,7 +290,16 @@ impl Queue {
                 recovery.orphan_files += 1;
             }
         }
-        for id in known.difference(&on_disk) {
+        let inline: std::collections::HashSet<String> =
+            sqlx::query_scalar::<_, String>("SELECT message_id FROM contents")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .collect();
+        for id in known
+            .difference(&on_disk)
+            .filter(|id| !inline.contains(*id))
+        {
             tracing::error!(queue_id = %id, "queued message has no content file");
             if let Some(id) = QueueId::parse(id) {
                 recovery.missing_files.push(id);
@@ -301,14 +315,18 @@ impl Queue {
         envelope: &Envelope,
         content: &[u8],
     ) -> Result<(), QueueError> {
-        // The directory fsync that makes the new name durable is done by the committer, once
-        // for all messages of its batch, before the rows are committed.
-        self.write_content(id, content, false).await?;
+        let inline = content.len() <= INLINE_MAX;
+        if !inline {
+            // The directory fsync that makes the new name durable is done by the committer,
+            // once for all messages of its batch, before the rows are committed.
+            self.write_content(id, content, false).await?;
+        }
         let write = committer::Write::Insert {
             id: id.clone(),
             envelope: envelope.clone(),
             size: content.len(),
             arrival: unix_now(),
+            content: inline.then(|| content.to_vec()),
         };
         let change = self.size.change();
         if let Err(e) = self.write(write).await {
@@ -354,6 +372,14 @@ impl Queue {
 
     /// The content of a queued message.
     pub async fn read_message(&self, id: &QueueId) -> Result<Vec<u8>, QueueError> {
+        let inline: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT data FROM contents WHERE message_id = ?")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        if let Some(content) = inline {
+            return Ok(content);
+        }
         let path = self.message_path(id);
         tokio::fs::read(&path).await.map_err(io_error(&path))
     }
@@ -524,7 +550,7 @@ impl Queue {
         id: &QueueId,
         report: Option<NewMessage<'_>>,
     ) -> Result<(), QueueError> {
-        if let Some(report) = &report {
+        if let Some(report) = report.as_ref().filter(|r| r.content.len() > INLINE_MAX) {
             self.write_content(report.id, report.content, true).await?;
         }
         let change = self.size.change();
@@ -570,6 +596,7 @@ impl Queue {
                 report.id,
                 report.envelope,
                 report.content.len(),
+                inline(report.content),
                 unix_now(),
             )
             .await?;
@@ -586,8 +613,10 @@ impl Queue {
         id: &QueueId,
         warning: NewMessage<'_>,
     ) -> Result<bool, QueueError> {
-        self.write_content(warning.id, warning.content, true)
-            .await?;
+        if warning.content.len() > INLINE_MAX {
+            self.write_content(warning.id, warning.content, true)
+                .await?;
+        }
         let change = self.size.change();
         let result = self.delay_warning_rows(id, &warning).await;
         if matches!(result, Ok(true)) {
@@ -621,6 +650,7 @@ impl Queue {
             warning.id,
             warning.envelope,
             warning.content.len(),
+            inline(warning.content),
             unix_now(),
         )
         .await?;
@@ -664,45 +694,107 @@ impl Queue {
     }
 }
 
+/// A new message as [`insert_messages`] stores it.
+pub(super) struct NewRows<'a> {
+    pub id: &'a QueueId,
+    pub envelope: &'a Envelope,
+    pub size: usize,
+    /// The content, stored in the database (see [`INLINE_MAX`]); `None` when it is a file.
+    pub inline: Option<&'a [u8]>,
+    pub arrival: i64,
+}
+
+/// Rows per multi-row INSERT: far below SQLite's limit of 32766 bound values.
+const ROWS_PER_INSERT: usize = 1000;
+
+/// The rows of new messages: one INSERT per table (per [`ROWS_PER_INSERT`] rows), not one per
+/// row, since every statement is a round trip to the database thread.
+pub(super) async fn insert_messages(
+    conn: &mut SqliteConnection,
+    new: &[NewRows<'_>],
+) -> Result<(), QueueError> {
+    for chunk in new.chunks(ROWS_PER_INSERT) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO messages (id, sender, ret, env_id, body_type, smtputf8, auth_user, \
+             client, size, arrival) ",
+        );
+        q.push_values(chunk, |mut b, m| {
+            b.push_bind(m.id.as_str())
+                .push_bind(&m.envelope.sender)
+                .push_bind(m.envelope.ret.map(DsnReturn::as_str))
+                .push_bind(&m.envelope.env_id)
+                .push_bind(m.envelope.body.as_str())
+                .push_bind(m.envelope.smtputf8)
+                .push_bind(&m.envelope.auth_user)
+                .push_bind(&m.envelope.client)
+                .push_bind(m.size as i64)
+                .push_bind(m.arrival);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    let recipients: Vec<(&NewRows<'_>, usize, &EnvelopeRecipient)> = new
+        .iter()
+        .flat_map(|m| {
+            m.envelope
+                .recipients
+                .iter()
+                .enumerate()
+                .map(move |(i, r)| (m, i, r))
+        })
+        .collect();
+    for chunk in recipients.chunks(ROWS_PER_INSERT) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO recipients (message_id, position, address, local, notify, orcpt, \
+             next_attempt) ",
+        );
+        q.push_values(chunk, |mut b, (m, position, rcpt)| {
+            b.push_bind(m.id.as_str())
+                .push_bind(*position as i64)
+                .push_bind(&rcpt.address)
+                .push_bind(rcpt.local)
+                .push_bind(rcpt.notify.to_param())
+                .push_bind(&rcpt.orcpt)
+                .push_bind(m.arrival);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    let contents: Vec<(&QueueId, &[u8])> = new
+        .iter()
+        .filter_map(|m| m.inline.map(|c| (m.id, c)))
+        .collect();
+    // Contents are big: fewer per statement.
+    for chunk in contents.chunks(64) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO contents (message_id, data) ");
+        q.push_values(chunk, |mut b, (id, content)| {
+            b.push_bind(id.as_str()).push_bind(*content);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The rows of one new message (see [`insert_messages`]).
 async fn insert_message(
     tx: &mut Transaction<'static, Sqlite>,
     id: &QueueId,
     envelope: &Envelope,
     size: usize,
+    inline: Option<&[u8]>,
     now: i64,
 ) -> Result<(), QueueError> {
-    sqlx::query(
-        "INSERT INTO messages (id, sender, ret, env_id, body_type, smtputf8, auth_user, client, \
-         size, arrival) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(id.as_str())
-    .bind(&envelope.sender)
-    .bind(envelope.ret.map(DsnReturn::as_str))
-    .bind(&envelope.env_id)
-    .bind(envelope.body.as_str())
-    .bind(envelope.smtputf8)
-    .bind(&envelope.auth_user)
-    .bind(&envelope.client)
-    .bind(size as i64)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    for (position, rcpt) in envelope.recipients.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO recipients (message_id, position, address, local, notify, orcpt, \
-             next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id.as_str())
-        .bind(position as i64)
-        .bind(&rcpt.address)
-        .bind(rcpt.local)
-        .bind(rcpt.notify.to_param())
-        .bind(&rcpt.orcpt)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
+    let rows = NewRows {
+        id,
+        envelope,
+        size,
+        inline,
+        arrival: now,
+    };
+    insert_messages(tx, &[rows]).await
+}
+
+/// A report's content as [`insert_message`] takes it.
+fn inline(content: &[u8]) -> Option<&[u8]> {
+    (content.len() <= INLINE_MAX).then_some(content)
 }
 
 /// Writes `content` to `tmp`, fsyncs it and moves it to `path` (never replacing a file); with

@@ -14,6 +14,16 @@ use crate::session::{BackendError, LocalDomains};
 
 const CONTENT: &[u8] = b"Received: from x\r\nSubject: test\r\n\r\nHello\r\n";
 
+/// A message too big to be stored in the queue database: it goes to a file.
+fn big_content(tag: u8) -> Vec<u8> {
+    let mut m = b"Subject: big\r\n\r\n".to_vec();
+    while m.len() <= INLINE_MAX {
+        m.extend_from_slice(&[b'a' + tag % 26; 78]);
+        m.extend_from_slice(b"\r\n");
+    }
+    m
+}
+
 fn rcpt(address: &str, local: bool) -> EnvelopeRecipient {
     EnvelopeRecipient {
         address: address.into(),
@@ -58,7 +68,8 @@ async fn enqueued_message_is_on_disk_and_listed() {
     env.recipients[0].orcpt = Some("rfc822;Alice@example.org".into());
     queue.enqueue(&id, &env, CONTENT).await.unwrap();
 
-    assert_eq!(std::fs::read(queue.message_path(&id)).unwrap(), CONTENT);
+    // Small: in the database, no file.
+    assert!(!queue.message_path(&id).exists());
     assert_eq!(queue.read_message(&id).await.unwrap(), CONTENT);
     let list = queue.list().await.unwrap();
     assert_eq!(list.len(), 1);
@@ -198,6 +209,44 @@ async fn attempts_flush_retry_and_delete() {
     assert!(queue.show(&id).await.unwrap().is_none());
     assert!(!queue.delete(&id).await.unwrap());
     assert!(!queue.retry(&id).await.unwrap());
+    assert!(queue.read_message(&id).await.is_err());
+}
+
+#[tokio::test]
+async fn big_messages_are_files_small_ones_rows_and_both_read_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(&dir).await;
+    let env = envelope("a@example.net", vec![rcpt("alice@example.org", true)]);
+    let at_limit = vec![b'x'; INLINE_MAX];
+    let big = big_content(1);
+    let (small_id, limit_id, big_id) = (
+        QueueId::generate(),
+        QueueId::generate(),
+        QueueId::generate(),
+    );
+    queue.enqueue(&small_id, &env, CONTENT).await.unwrap();
+    queue.enqueue(&limit_id, &env, &at_limit).await.unwrap();
+    queue.enqueue(&big_id, &env, &big).await.unwrap();
+    assert!(!queue.message_path(&small_id).exists());
+    assert!(!queue.message_path(&limit_id).exists());
+    assert_eq!(std::fs::read(queue.message_path(&big_id)).unwrap(), big);
+    assert_eq!(queue.read_message(&small_id).await.unwrap(), CONTENT);
+    assert_eq!(queue.read_message(&limit_id).await.unwrap(), at_limit);
+    assert_eq!(queue.read_message(&big_id).await.unwrap(), big);
+    let sizes: Vec<u64> = queue.list().await.unwrap().iter().map(|m| m.size).collect();
+    assert!(sizes.contains(&(big.len() as u64)));
+
+    // After a restart everything is still there, and nothing counts as missing.
+    drop(queue);
+    let queue = open(&dir).await;
+    let recovery = queue.recover().await.unwrap();
+    assert_eq!(recovery, Recovery::default());
+    assert_eq!(queue.read_message(&limit_id).await.unwrap(), at_limit);
+    assert_eq!(queue.read_message(&big_id).await.unwrap(), big);
+    assert!(queue.delete(&big_id).await.unwrap());
+    assert!(!queue.message_path(&big_id).exists());
+    assert!(queue.delete(&limit_id).await.unwrap());
+    assert!(queue.read_message(&limit_id).await.is_err());
 }
 
 #[tokio::test]
@@ -255,6 +304,15 @@ async fn recover_removes_unacknowledged_files() {
         .enqueue(
             &kept,
             &envelope("a@example.net", vec![rcpt("alice@example.org", true)]),
+            &big_content(2),
+        )
+        .await
+        .unwrap();
+    let small = QueueId::generate();
+    queue
+        .enqueue(
+            &small,
+            &envelope("a@example.net", vec![rcpt("alice@example.org", true)]),
             CONTENT,
         )
         .await
@@ -266,7 +324,7 @@ async fn recover_removes_unacknowledged_files() {
         .enqueue(
             &lost,
             &envelope("a@example.net", vec![rcpt("alice@example.org", true)]),
-            CONTENT,
+            &big_content(3),
         )
         .await
         .unwrap();
@@ -277,6 +335,7 @@ async fn recover_removes_unacknowledged_files() {
     assert_eq!(recovery.orphan_files, 1);
     assert_eq!(recovery.missing_files, vec![lost]);
     assert!(queue.message_path(&kept).exists());
+    assert_eq!(queue.read_message(&small).await.unwrap(), CONTENT);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -671,7 +730,7 @@ async fn concurrent_enqueues_are_all_stored() {
     let list = queue.list().await.unwrap();
     assert_eq!(list.len(), 64);
     for id in &ids {
-        assert!(queue.message_path(id).exists());
+        assert_eq!(queue.read_message(id).await.unwrap(), CONTENT);
     }
     // A duplicate id fails alone, without failing the writes batched with it.
     let dup = queue
@@ -702,6 +761,8 @@ async fn completing_a_message_twice_sends_one_report() {
         .await
         .unwrap();
     let report_env = envelope("", vec![rcpt("a@example.net", false)]);
+    // A report big enough to be a file, so a refused one would leave a file behind.
+    let report = big_content(4);
     for _ in 0..2 {
         let report_id = QueueId::generate();
         queue
@@ -710,13 +771,15 @@ async fn completing_a_message_twice_sends_one_report() {
                 Some(NewMessage {
                     id: &report_id,
                     envelope: &report_env,
-                    content: b"report\r\n",
+                    content: &report,
                 }),
             )
             .await
             .unwrap();
     }
-    assert_eq!(queue.list().await.unwrap().len(), 1);
+    let list = queue.list().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(queue.read_message(&list[0].id).await.unwrap(), report);
     let files = std::fs::read_dir(queue.dir().join("messages"))
         .unwrap()
         .count();
@@ -899,6 +962,8 @@ async fn queue_delay_warning_is_taken_once() {
         .await
         .unwrap();
     let warning_env = envelope("", vec![rcpt("a@example.net", false)]);
+    // Big enough to be a file, so a refused one would leave a file behind.
+    let warning = big_content(5);
     let mut queued = Vec::new();
     for _ in 0..2 {
         let warning_id = QueueId::generate();
@@ -908,7 +973,7 @@ async fn queue_delay_warning_is_taken_once() {
                 NewMessage {
                     id: &warning_id,
                     envelope: &warning_env,
-                    content: b"warning\r\n",
+                    content: &warning,
                 },
             )
             .await
@@ -920,7 +985,8 @@ async fn queue_delay_warning_is_taken_once() {
     let files = std::fs::read_dir(queue.dir().join("messages"))
         .unwrap()
         .count();
-    assert_eq!(files, 2, "the refused warning left no file");
+    // The message itself is small, so in the database: the one file is the warning.
+    assert_eq!(files, 1, "the refused warning left no file");
     assert_eq!(queue.size(), 2);
 }
 
@@ -1051,4 +1117,75 @@ async fn every_message_is_delivered_exactly_once_under_load() {
     assert_eq!(copies.len(), MESSAGES);
     let twice: Vec<_> = copies.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+}
+
+#[tokio::test]
+async fn batched_attempts_finish_each_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(&dir).await;
+    let env = envelope(
+        "a@example.net",
+        vec![
+            rcpt("alice@example.org", true),
+            rcpt("bob@example.org", true),
+        ],
+    );
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        let id = QueueId::generate();
+        queue.enqueue(&id, &env, CONTENT).await.unwrap();
+        ids.push(id);
+    }
+    // One write per recipient, all at once: the committer takes many into one batch.
+    let mut tasks = Vec::new();
+    for id in &ids {
+        for position in 0..2u32 {
+            let (queue, id) = (queue.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                let sent = Attempt::Sent {
+                    reply: format!("250 ok {position}"),
+                };
+                queue.record_attempts(&id, &[(position, sent)]).await
+            }));
+        }
+    }
+    let mut finished = Vec::new();
+    for t in tasks {
+        if let AttemptsRecorded::Finished { message, removed } = t.await.unwrap().unwrap() {
+            assert!(removed, "nothing to report");
+            assert!(
+                message
+                    .recipients
+                    .iter()
+                    .all(|r| r.status == RecipientStatus::Sent && r.attempts == 1),
+                "{message:?}"
+            );
+            finished.push(message.id);
+        }
+    }
+    finished.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    let mut expected = ids.clone();
+    expected.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(finished, expected, "each message finished exactly once");
+    assert!(queue.list().await.unwrap().is_empty());
+    assert_eq!(queue.size(), 0);
+
+    // The same recipient twice in one batch: both attempts count.
+    let id = QueueId::generate();
+    queue.enqueue(&id, &env, CONTENT).await.unwrap();
+    let deferred = || Attempt::Deferred {
+        reply: "451 later".into(),
+        next_attempt: unix_now() + 60,
+    };
+    let (first, second) = ([(0, deferred())], [(0, deferred())]);
+    let (a, b) = tokio::join!(
+        queue.record_attempts(&id, &first),
+        queue.record_attempts(&id, &second),
+    );
+    assert_eq!(a.unwrap(), AttemptsRecorded::Pending);
+    assert_eq!(b.unwrap(), AttemptsRecorded::Pending);
+    let m = queue.show(&id).await.unwrap().unwrap();
+    assert_eq!(m.recipients[0].attempts, 2);
+    assert_eq!(m.recipients[0].status, RecipientStatus::Deferred);
+    assert_eq!(m.recipients[1].status, RecipientStatus::Pending);
 }
