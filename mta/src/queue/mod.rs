@@ -270,18 +270,21 @@ impl Queue {
             fs::remove_file(&path).map_err(io_error(&path))?;
             recovery.partial_files += 1;
         }
-        let known: std::collections::HashSet<String> =
-            sqlx::query_scalar::<_, String>("SELECT id FROM messages")
-                .fetch_all(&self.pool)
-                .await?
-                .into_iter()
-                .collect();
+        // Every queued message, and whether its content is in the database (no file).
+        let known: HashMap<String, bool> = sqlx::query_as::<_, (String, bool)>(
+            "SELECT m.id, c.message_id IS NOT NULL FROM messages m \
+             LEFT JOIN contents c ON c.message_id = m.id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .collect();
         let messages = self.dir.join("messages");
         let mut on_disk = std::collections::HashSet::new();
         for entry in fs::read_dir(&messages).map_err(io_error(&messages))? {
             let entry = entry.map_err(io_error(&messages))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if known.contains(&name) {
+            if known.contains_key(&name) {
                 on_disk.insert(name);
             } else {
                 let path = entry.path();
@@ -290,15 +293,9 @@ impl Queue {
                 recovery.orphan_files += 1;
             }
         }
-        let inline: std::collections::HashSet<String> =
-            sqlx::query_scalar::<_, String>("SELECT message_id FROM contents")
-                .fetch_all(&self.pool)
-                .await?
-                .into_iter()
-                .collect();
-        for id in known
-            .difference(&on_disk)
-            .filter(|id| !inline.contains(*id))
+        for (id, _) in known
+            .iter()
+            .filter(|(id, inline)| !**inline && !on_disk.contains(*id))
         {
             tracing::error!(queue_id = %id, "queued message has no content file");
             if let Some(id) = QueueId::parse(id) {
