@@ -112,7 +112,8 @@ pub(crate) struct Selected {
     pub vanished: Vec<u32>,
     /// Keywords announced in FLAGS.
     pub keywords: BTreeSet<String>,
-    /// The store's change token at the last look for changes, and when that was.
+    /// The store's change token at the last look for changes, and when that was; `None`:
+    /// the next look compares the disk with the index too.
     pub checked: Option<(ChangeToken, Instant)>,
 }
 
@@ -744,7 +745,14 @@ impl Session {
             }
             return Ok(());
         }
-        let changes = match user.changes_since(&sel.name, sel.highest_modseq).await {
+        // No look since SELECT, or one forced (IDLE): other tools' latest changes too.
+        let changes = if sel.checked.is_none() {
+            user.changes_since_on_disk(&sel.name, sel.highest_modseq)
+                .await
+        } else {
+            user.changes_since(&sel.name, sel.highest_modseq).await
+        };
+        let changes = match changes {
             Ok(c) => c,
             Err(StoreError::NoSuchMailbox(_)) => {
                 // Deleted or renamed under us: nothing more can be reported.
@@ -841,6 +849,12 @@ impl Session {
             _ => true,
         };
         if relevant {
+            // Always look, at the disk too: a notification can come from a commit whose
+            // token is not written yet, and a skipped look would not be repeated by another
+            // one; on entering IDLE, the client waits for what other tools did just before.
+            if let Some(sel) = self.selected.as_mut() {
+                sel.checked = None;
+            }
             self.sync(out, true).await?;
         }
         Ok(())
@@ -1041,5 +1055,25 @@ mod tests {
         u.expunge("INBOX", None).await.unwrap();
         let out = h.run(&mut s, "f NOOP\r\n").await;
         assert!(out.contains("* 2 EXPUNGE\r\n"), "{out}");
+    }
+
+    /// IDLE always looks, at the disk too: another tool's delivery a moment before shows
+    /// at once, even right after a command's look.
+    #[tokio::test]
+    async fn idle_looks_at_the_disk_even_right_after_a_command() {
+        let h = Harness::new().await;
+        h.deliver("INBOX", &message("one", "body")).await;
+        let mut s = h.selected("INBOX").await;
+        h.run(&mut s, "a NOOP\r\n").await;
+        let new = h
+            .store
+            .config()
+            .data_dir
+            .join("mail/example.org/alice/Maildir/new/1.other-tool.host");
+        std::fs::write(new, message("two", "body")).unwrap();
+        let mut out = crate::output::Out::buffer();
+        s.idle_changed(None, &mut out).await.unwrap();
+        let out = String::from_utf8_lossy(&out.into_bytes()).into_owned();
+        assert!(out.contains("* 2 EXISTS\r\n"), "{out}");
     }
 }

@@ -621,9 +621,10 @@ impl Core {
         self: &Arc<Self>,
         name: &str,
         modseq: ModSeq,
+        look_at_disk: bool,
     ) -> Result<Changes> {
         let canonical = self.canonical(name)?;
-        if self.disk_fresh(&canonical) {
+        if !look_at_disk && self.disk_fresh(&canonical) {
             let mut conn = self.pool.acquire().await?;
             if let Some(c) = index::changes_since(&mut conn, &canonical, modseq).await? {
                 return Ok(c);
@@ -924,7 +925,7 @@ impl Core {
         let mut mb = index::mailbox_by_name(tx.conn(), name)
             .await?
             .ok_or_else(|| StoreError::NoSuchMailbox(name.to_string()))?;
-        self.mbox_sync_locked(&mut tx, &mut mb, &lock).await?;
+        let reconciled = self.mbox_sync_locked(&mut tx, &mut mb, &lock).await?;
         let mut rows = index::message_rows(tx.conn(), mb.id).await?;
         let wanted: Option<std::collections::HashSet<Uid>> =
             uids.map(|u| u.iter().copied().collect());
@@ -935,6 +936,10 @@ impl Core {
         if !rows.iter().any(doomed) {
             index::save_mailbox(&mut tx, &mb).await?;
             tx.commit().await?;
+            if reconciled {
+                // Other tools' changes just entered the index: sessions must look.
+                self.notifier.touch();
+            }
             return Ok(Vec::new());
         }
         let from_of = |r: &MessageRow| match r.loc {

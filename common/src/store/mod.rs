@@ -319,9 +319,11 @@ impl UserStore {
     }
 
     /// Changes the index as of now: if a later `change_token()` is [`ChangeToken::same_as`]
-    /// this one, no hermod process committed anything for this user in between, so a
-    /// `changes_since` would find nothing new in the index. Other tools' changes on disk
-    /// are not counted: look with `changes_since` anyway every second or so.
+    /// this one, no hermod process committed a change to messages of this user in between
+    /// (every such commit writes a new token after it), so a `changes_since` would find
+    /// nothing new in the index. Other tools' changes on disk are not counted: look with
+    /// `changes_since` anyway every second or so (they then show within about two seconds,
+    /// as `changes_since` trusts a look at the disk for a second).
     pub fn change_token(&self) -> ChangeToken {
         self.shared.core().notifier.token()
     }
@@ -330,7 +332,19 @@ impl UserStore {
     /// disk first, unless this mailbox's disk was looked at less than a second ago.
     /// `changes_since(m, 0)` lists every message.
     pub async fn changes_since(&self, mailbox: &str, modseq: ModSeq) -> Result<Changes> {
-        self.shared.core().changes_since(mailbox, modseq).await
+        self.shared
+            .core()
+            .changes_since(mailbox, modseq, false)
+            .await
+    }
+
+    /// [`UserStore::changes_since`], always comparing the disk with the index first (for
+    /// a look that must see other tools' latest changes: IMAP IDLE's).
+    pub async fn changes_since_on_disk(&self, mailbox: &str, modseq: ModSeq) -> Result<Changes> {
+        self.shared
+            .core()
+            .changes_since(mailbox, modseq, true)
+            .await
     }
 
     /// Bytes and messages of the user over all mailboxes (from the index).

@@ -1347,3 +1347,31 @@ async fn change_token_moves_with_every_commit_of_any_process() {
         Err(StoreError::NoSuchMailbox(_))
     ));
 }
+
+#[tokio::test]
+async fn reconciling_an_mbox_during_expunge_moves_the_change_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = mbox_store(tmp.path());
+    let u = store.user("alice", "example.org").await.unwrap();
+    u.deliver("INBOX", &message(1)).await.unwrap();
+    u.select("INBOX", true).await.unwrap();
+    let before = u.change_token();
+    // Another MDA appends a message; an EXPUNGE with nothing to remove reconciles it.
+    let mut spool = std::fs::OpenOptions::new()
+        .append(true)
+        .open(tmp.path().join("spool/alice"))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut spool,
+        b"From other@example.net Mon Jun  1 10:00:00 2020\nSubject: from elsewhere\n\nhi\n\n",
+    )
+    .unwrap();
+    drop(spool);
+    assert!(u.expunge("INBOX", None).await.unwrap().is_empty());
+    assert!(
+        !before.same_as(u.change_token()),
+        "sessions must look again"
+    );
+    let ch = u.changes_since("INBOX", 0).await.unwrap();
+    assert_eq!(ch.changed.len(), 2);
+}

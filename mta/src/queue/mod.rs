@@ -327,7 +327,10 @@ impl Queue {
         };
         let change = self.size.change();
         if let Err(e) = self.write(write).await {
-            self.remove_content(id);
+            // Only the file this call wrote: with a duplicate id, another message's is there.
+            if !inline {
+                self.remove_content(id);
+            }
             return Err(e);
         }
         change.apply(1);
@@ -561,7 +564,7 @@ impl Queue {
         if let Some(report) = &report {
             if removed {
                 self.wake.notify_one();
-            } else {
+            } else if inline(report.content).is_none() {
                 self.remove_content(report.id);
             }
         }
@@ -621,7 +624,9 @@ impl Queue {
             self.wake.notify_one();
         } else {
             drop(change);
-            self.remove_content(warning.id);
+            if inline(warning.content).is_none() {
+                self.remove_content(warning.id);
+            }
         }
         result
     }

@@ -233,6 +233,9 @@ async fn big_messages_are_files_small_ones_rows_and_both_read_back_exactly() {
     assert_eq!(queue.read_message(&small_id).await.unwrap(), CONTENT);
     assert_eq!(queue.read_message(&limit_id).await.unwrap(), at_limit);
     assert_eq!(queue.read_message(&big_id).await.unwrap(), big);
+    // A small message with a taken id fails without touching the big one's file.
+    assert!(queue.enqueue(&big_id, &env, CONTENT).await.is_err());
+    assert_eq!(queue.read_message(&big_id).await.unwrap(), big);
     let sizes: Vec<u64> = queue.list().await.unwrap().iter().map(|m| m.size).collect();
     assert!(sizes.contains(&(big.len() as u64)));
 
