@@ -17,6 +17,7 @@ SECS=${2:-30}
 DOVECOT_PORT=${DOVECOT_PORT:-21143}
 
 cd "$(dirname "$0")/../.."
+. bench/dovecot_conf.sh
 cargo build --release -p hermod-imapd --example bench
 BENCH=$PWD/target/release/examples/bench
 DIR=$(mktemp -d /tmp/imap-compare.XXXXXX)
@@ -33,38 +34,7 @@ chmod 755 "$DIR"
 for k in $(seq 0 49); do
     echo "load$k@localhost:{PLAIN}secret:$(id -u nobody):$(id -g nobody)::$DIR/home/load$k"
 done >"$DIR/passwd"
-cat >"$DIR/dovecot.conf" <<EOF
-base_dir = $DIR/run
-state_dir = $DIR/state
-log_path = $DIR/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-mail_location = maildir:~/Maildir
-first_valid_uid = 1
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u $DIR/passwd
-}
-userdb {
-  driver = passwd-file
-  args = username_format=%u $DIR/passwd
-}
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = $DOVECOT_PORT
-  }
-  inet_listener imaps {
-    port = 0
-  }
-}
-service anvil {
-  chroot =
-}
-EOF
+dovecot_conf "$DIR" imap "$DOVECOT_PORT" >"$DIR/dovecot.conf"
 dovecot -c "$DIR/dovecot.conf"
 sleep 1
 MASTER=$(cat "$DIR/run/master.pid")

@@ -20,6 +20,7 @@ HERMOD_PORT=${HERMOD_PORT:-21111}
 DOVECOT_PORT=${DOVECOT_PORT:-21110}
 
 cd "$(dirname "$0")/../.."
+. bench/dovecot_conf.sh
 cargo build --release -p hermod-pop3d --example pop3_bench
 BENCH=$PWD/target/release/examples/pop3_bench
 DIR=$(mktemp -d /tmp/pop3-compare.XXXXXX)
@@ -37,35 +38,7 @@ mkdir -p "$DIR"/{run,state,home}
 chown -R nobody:nogroup "$DIR/home"
 chmod 755 "$DIR" "$DIR/home"
 echo "bench:{PLAIN}benchpw:$(id -u nobody):$(id -g nobody)::$DIR/home/bench" >"$DIR/passwd"
-cat >"$DIR/dovecot.conf" <<EOF
-base_dir = $DIR/run
-state_dir = $DIR/state
-log_path = $DIR/dovecot.log
-protocols = pop3
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-mail_location = maildir:~/Maildir
-first_valid_uid = 1
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u $DIR/passwd
-}
-userdb {
-  driver = passwd-file
-  args = username_format=%u $DIR/passwd
-}
-service pop3-login {
-  inet_listener pop3 {
-    address = 127.0.0.1
-    port = $DOVECOT_PORT
-  }
-  inet_listener pop3s {
-    port = 0
-  }
-}
-EOF
+dovecot_conf "$DIR" pop3 "$DOVECOT_PORT" >"$DIR/dovecot.conf"
 dovecot -c "$DIR/dovecot.conf"
 
 "$BENCH" --serve-only "127.0.0.1:$HERMOD_PORT" --messages "$MESSAGES" --size "$SIZE" \

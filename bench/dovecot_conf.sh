@@ -1,0 +1,40 @@
+# Sourced by the benchmark scripts that compare hermod with Dovecot (pop3d/examples and
+# imapd/examples compare_dovecot.sh): `dovecot_conf DIR PROTOCOL PORT` prints a Dovecot
+# config that keeps everything under DIR (run/, state/, dovecot.log; users in DIR/passwd,
+# plain passwords, Maildir in each home) and serves PROTOCOL (pop3 or imap) in plain TCP
+# on 127.0.0.1:PORT only. Dovecot is only the yardstick: nothing here is for production.
+dovecot_conf() {
+    local dir=$1 proto=$2 port=$3
+    cat <<EOF
+base_dir = $dir/run
+state_dir = $dir/state
+log_path = $dir/dovecot.log
+protocols = $proto
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:~/Maildir
+first_valid_uid = 1
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $dir/passwd
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%u $dir/passwd
+}
+service $proto-login {
+  inet_listener $proto {
+    address = 127.0.0.1
+    port = $port
+  }
+  inet_listener ${proto}s {
+    port = 0
+  }
+}
+service anvil {
+  chroot =
+}
+EOF
+}
