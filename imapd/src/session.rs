@@ -1010,7 +1010,19 @@ mod tests {
     /// hides a change: another process's commits show at the very next command.
     #[tokio::test]
     async fn changes_of_another_process_show_at_the_next_command() {
-        use hermod_common::store::{Flag, Flags, Store, StoreMode};
+        use hermod_common::store::{Flag, Flags, Store, StoreMode, UserStore};
+        async fn add_flags(u: &UserStore, uids: &[u32], flags: &[Flag]) {
+            u.store(
+                "INBOX",
+                uids,
+                StoreMode::Add,
+                Flags::from_flags(flags),
+                &[],
+                None,
+            )
+            .await
+            .unwrap();
+        }
         let h = Harness::new().await;
         h.deliver("INBOX", &message("one", "body")).await;
         let mut s = h.selected("INBOX").await;
@@ -1027,31 +1039,13 @@ mod tests {
             .unwrap();
         let out = h.run(&mut s, "c NOOP\r\n").await;
         assert!(out.contains("* 2 EXISTS\r\n"), "{out}");
-        u.store(
-            "INBOX",
-            &[uid],
-            StoreMode::Add,
-            Flags::from_flags(&[Flag::Flagged]),
-            &[],
-            None,
-        )
-        .await
-        .unwrap();
+        add_flags(&u, &[uid], &[Flag::Flagged]).await;
         let out = h.run(&mut s, "d NOOP\r\n").await;
         assert!(out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged))"), "{out}");
         u.expunge("INBOX", Some(&[uid])).await.unwrap();
         let out = h.run(&mut s, "e NOOP\r\n").await;
         assert!(!out.contains("EXPUNGE"), "not \\Deleted, so kept: {out}");
-        u.store(
-            "INBOX",
-            &[uid],
-            StoreMode::Add,
-            Flags::from_flags(&[Flag::Deleted]),
-            &[],
-            None,
-        )
-        .await
-        .unwrap();
+        add_flags(&u, &[uid], &[Flag::Deleted]).await;
         u.expunge("INBOX", None).await.unwrap();
         let out = h.run(&mut s, "f NOOP\r\n").await;
         assert!(out.contains("* 2 EXPUNGE\r\n"), "{out}");

@@ -13,6 +13,20 @@ fn message(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// STORE +FLAGS on messages of the INBOX (no keywords).
+async fn add_flags(u: &UserStore, uids: &[Uid], flags: &[Flag]) -> StoreResult {
+    u.store(
+        "INBOX",
+        uids,
+        StoreMode::Add,
+        Flags::from_flags(flags),
+        &[],
+        None,
+    )
+    .await
+    .unwrap()
+}
+
 fn maildir_store(dir: &Path) -> Store {
     Store::new(StoreConfig::maildir(dir))
 }
@@ -153,17 +167,7 @@ async fn flag_changes_show_in_maildir_file_names_and_modseq() {
     assert!(cur[0].ends_with(":2,FPS"), "{cur:?}");
 
     // Same flags again: no change, no new modseq.
-    let again = u
-        .store(
-            "INBOX",
-            &[uid],
-            StoreMode::Add,
-            Flags::from_flags(&[Flag::Seen]),
-            &[],
-            None,
-        )
-        .await
-        .unwrap();
+    let again = add_flags(&u, &[uid], &[Flag::Seen]).await;
     assert!(again.changed.is_empty());
     assert_eq!(again.messages[0].modseq, r.messages[0].modseq);
 
@@ -846,17 +850,7 @@ async fn notifications_reach_another_store_within_a_second() {
 
         let uid = writer.deliver("INBOX", &message(1)).await.unwrap();
         expect_change(&mut rx, kind, "new message").await;
-        writer
-            .store(
-                "INBOX",
-                &[uid],
-                StoreMode::Add,
-                Flags::from_flags(&[Flag::Deleted]),
-                &[],
-                None,
-            )
-            .await
-            .unwrap();
+        add_flags(&writer, &[uid], &[Flag::Deleted]).await;
         expect_change(&mut rx, kind, "flag change").await;
         writer.expunge("INBOX", None).await.unwrap();
         expect_change(&mut rx, kind, "expunge").await;
@@ -927,16 +921,7 @@ async fn write_demo_mailboxes() {
             )
             .await
             .unwrap();
-        u.store(
-            "INBOX",
-            &[uid],
-            StoreMode::Add,
-            Flags::from_flags(&[Flag::Seen, Flag::Flagged]),
-            &[],
-            None,
-        )
-        .await
-        .unwrap();
+        add_flags(&u, &[uid], &[Flag::Seen, Flag::Flagged]).await;
         u.append(
             "INBOX",
             &mk("third-replied", "re"),
@@ -1165,16 +1150,7 @@ async fn read_many_returns_messages_in_the_order_asked_and_none_for_missing() {
         }
         let lf_only = b"Subject: bare LF\n\n>From the start\nno final newline".to_vec();
         let last = u.deliver("INBOX", &lf_only).await.unwrap();
-        u.store(
-            "INBOX",
-            &[2],
-            StoreMode::Add,
-            Flags::from_flags(&[Flag::Deleted]),
-            &[],
-            None,
-        )
-        .await
-        .unwrap();
+        add_flags(&u, &[2], &[Flag::Deleted]).await;
         u.expunge("INBOX", None).await.unwrap();
         let got = u.read_many("INBOX", &[3, 1, 2, 99, last, 3]).await.unwrap();
         assert_eq!(
@@ -1299,16 +1275,7 @@ async fn change_token_moves_with_every_commit_of_any_process() {
     a.deliver("INBOX", &message(2)).await.unwrap();
     let second = a.change_token();
     assert!(!second.same_as(first));
-    b.store(
-        "INBOX",
-        &[uid],
-        StoreMode::Add,
-        Flags::from_flags(&[Flag::Flagged]),
-        &[],
-        None,
-    )
-    .await
-    .unwrap();
+    add_flags(&b, &[uid], &[Flag::Flagged]).await;
     let third = a.change_token();
     assert!(!third.same_as(second));
     assert!(third.same_as(b.change_token()));
