@@ -11,8 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 
-use sqlx::sqlite::SqlitePool;
-use sqlx::{Row, Sqlite, SqliteConnection};
+use sqlx::{Connection, Row, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::report::needs_report;
@@ -55,13 +54,19 @@ pub(super) struct Request {
 }
 
 /// Starts the committer; it ends when every sender is dropped.
-pub(super) fn spawn(pool: SqlitePool, messages_dir: PathBuf) -> mpsc::Sender<Request> {
+/// `conn` is the committer's own connection (its `synchronous` setting changes with the
+/// batch, which must not leak to other users of the database).
+pub(super) fn spawn(conn: SqliteConnection, messages_dir: PathBuf) -> mpsc::Sender<Request> {
     let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-    tokio::spawn(run(pool, messages_dir, rx));
+    tokio::spawn(run(conn, messages_dir, rx));
     tx
 }
 
-async fn run(pool: SqlitePool, messages_dir: PathBuf, mut rx: mpsc::Receiver<Request>) {
+async fn run(conn: SqliteConnection, messages_dir: PathBuf, mut rx: mpsc::Receiver<Request>) {
+    let mut db = Db {
+        conn,
+        durable: None,
+    };
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -99,14 +104,14 @@ async fn run(pool: SqlitePool, messages_dir: PathBuf, mut rx: mpsc::Receiver<Req
             }
         }
         let writes: Vec<&Write> = batch.iter().map(|r| &r.write).collect();
-        let results: Vec<Result<Written, QueueError>> = match apply(&pool, &writes).await {
+        let results: Vec<Result<Written, QueueError>> = match apply(&mut db, &writes).await {
             Ok(written) => written.into_iter().map(Ok).collect(),
             // One bad write must not fail the others: retry them one by one.
             Err(e) if writes.len() == 1 => vec![Err(e)],
             Err(_) => {
                 let mut results = Vec::with_capacity(writes.len());
                 for write in &writes {
-                    results.push(apply(&pool, &[write]).await.and_then(|mut w| {
+                    results.push(apply(&mut db, &[write]).await.and_then(|mut w| {
                         w.pop().ok_or_else(|| {
                             QueueError::Database(sqlx::Error::Protocol("empty batch".into()))
                         })
@@ -133,7 +138,31 @@ async fn run(pool: SqlitePool, messages_dir: PathBuf, mut rx: mpsc::Receiver<Req
     }
 }
 
-async fn apply(pool: &SqlitePool, writes: &[&Write]) -> Result<Vec<Written>, QueueError> {
+/// The committer's connection and its current `synchronous` setting (`None`: unknown).
+struct Db {
+    conn: SqliteConnection,
+    durable: Option<bool>,
+}
+
+impl Db {
+    /// `durable`: commits wait for the WAL fsync (`synchronous=FULL`), else they do not
+    /// (`NORMAL`: a process crash still keeps them, a power loss may undo the last ones).
+    async fn set_durable(&mut self, durable: bool) -> Result<(), QueueError> {
+        if self.durable != Some(durable) {
+            self.durable = None;
+            let sql = if durable {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            sqlx::query(sql).execute(&mut self.conn).await?;
+            self.durable = Some(durable);
+        }
+        Ok(())
+    }
+}
+
+async fn apply(db: &mut Db, writes: &[&Write]) -> Result<Vec<Written>, QueueError> {
     let new: Vec<NewRows<'_>> = writes
         .iter()
         .filter_map(|w| match w {
@@ -160,7 +189,13 @@ async fn apply(pool: &SqlitePool, writes: &[&Write]) -> Result<Vec<Written>, Que
             Write::Insert { .. } => None,
         })
         .collect();
-    let mut tx = pool.begin().await?;
+    // New messages must survive a power loss before their 250, so their commit waits for
+    // the fsync. Delivery outcomes alone need not: a power loss can at worst undo the last
+    // ones, and those messages are then delivered once more, never lost, because each
+    // delivery (into the store, or a remote server's 250) was durable before its outcome
+    // came here. Their fsync would only delay the next batch of new messages.
+    db.set_durable(!new.is_empty()).await?;
+    let mut tx = db.conn.begin().await?;
     if !new.is_empty() {
         insert_messages(&mut tx, &new).await?;
     }

@@ -8,9 +8,12 @@
 //! `messages/`) that is durable before its rows are written. The commit of the rows (and
 //! the directory fsync for new files) happen before [`Queue::enqueue`] returns, and the
 //! session answers 250 only then, so an accepted message survives `kill -9` and power loss.
-//! Writes from all sessions and the runner go through one committer task that batches them
-//! (one commit per batch): see `committer.rs`. A file without rows is a message that was
-//! never acknowledged: [`Queue::recover`] removes it at daemon start.
+//! Writes from all sessions and the runners go through one committer task that batches them
+//! (one commit per batch) on its own connection: see `committer.rs`. A batch of delivery
+//! outcomes only is committed without waiting for the fsync (a power loss may then undo
+//! the last outcomes, so those messages are delivered again: duplicated, never lost). A
+//! file without rows is a message that was never acknowledged: [`Queue::recover`] removes
+//! it at daemon start.
 //!
 //! Local recipients are delivered by [`runner::LocalRunner`]; remote recipients stay `pending`
 //! for the outbound engine, which uses [`Queue::due`] and [`Queue::record_attempts`] the same
@@ -37,7 +40,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Connection, Row, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::Notify as WakeSignal;
 use tokio::sync::{mpsc, oneshot};
 
@@ -237,10 +240,13 @@ impl Queue {
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        let writer = committer::spawn(pool.clone(), dir.join("messages"));
+        let writer = committer::spawn(
+            SqliteConnection::connect_with(&options).await?,
+            dir.join("messages"),
+        );
         Ok(Queue {
             dir,
             pool,

@@ -1192,3 +1192,42 @@ async fn batched_attempts_finish_each_message_once() {
     assert_eq!(m.recipients[0].status, RecipientStatus::Deferred);
     assert_eq!(m.recipients[1].status, RecipientStatus::Pending);
 }
+
+#[tokio::test]
+async fn only_new_messages_wait_for_the_fsync_and_other_writers_keep_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(&dir).await;
+    let id = QueueId::generate();
+    let env = envelope("a@example.net", vec![rcpt("alice@example.org", true)]);
+    queue.enqueue(&id, &env, CONTENT).await.unwrap();
+    let sent = [(
+        0,
+        Attempt::Sent {
+            reply: "250 ok".into(),
+        },
+    )];
+    // An outcome alone is committed without waiting for the fsync, on the committer's own
+    // connection: the pool's connections (reports, the CLI) still wait for it (2 = FULL).
+    assert!(matches!(
+        queue.record_attempts(&id, &sent).await.unwrap(),
+        AttemptsRecorded::Finished { removed: true, .. }
+    ));
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut conn = queue.pool.acquire().await.unwrap();
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(level, 2);
+        held.push(conn);
+    }
+    drop(held);
+    // And the next new message is stored (and read back) as before.
+    let next = QueueId::generate();
+    queue.enqueue(&next, &env, CONTENT).await.unwrap();
+    drop(queue);
+    let queue = open(&dir).await;
+    assert_eq!(queue.read_message(&next).await.unwrap(), CONTENT);
+    assert!(queue.show(&id).await.unwrap().is_none());
+}
