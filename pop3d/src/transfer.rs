@@ -157,24 +157,9 @@ mod tests {
     #[test]
     fn one_pass_writer_matches_line_by_line_on_tricky_messages() {
         let alphabet = [b'\r', b'\n', b'.', b'a', b'\r', b'\n'];
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        for len in 0..2000 {
-            let message: Vec<u8> = (0..len % 40)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    alphabet[(seed % alphabet.len() as u64) as usize]
-                })
-                .collect();
+        for message in random_messages(alphabet, 0x2545_f491_4f6c_dd1d) {
             let mut by_lines = Vec::new();
-            for line in lines(&message) {
-                if line.first() == Some(&b'.') {
-                    by_lines.push(b'.');
-                }
-                by_lines.extend_from_slice(line);
-                by_lines.extend_from_slice(b"\r\n");
-            }
+            write_line_by_line(&mut by_lines, &message, u64::MAX);
             let (out, n) = sent(&message, None);
             assert_eq!(out, by_lines, "{message:?}");
             let dots = out.len() as u64 - n;
@@ -186,8 +171,9 @@ mod tests {
         }
     }
 
-    /// TOP as first written, line by line: the oracle for [`top_end`].
-    fn write_top(out: &mut Vec<u8>, message: &[u8], limit: u64) -> u64 {
+    /// RETR and TOP as first written, line by line (a `limit` of `u64::MAX` sends every
+    /// body line): the oracle for the one-pass writer and [`top_end`].
+    fn write_line_by_line(out: &mut Vec<u8>, message: &[u8], limit: u64) -> u64 {
         let start = out.len();
         let mut stuffed = 0u64;
         let mut in_header = true;
@@ -221,22 +207,27 @@ mod tests {
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
     }
 
-    #[test]
-    fn top_matches_line_by_line_on_tricky_messages() {
-        let alphabet = [b'\r', b'\n', b'.', b'a', b'\n', b'\n'];
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        for len in 0..2000 {
-            let message: Vec<u8> = (0..len % 40)
+    /// 2,000 messages of up to 39 bytes drawn from `alphabet` (a fixed-seed generator).
+    fn random_messages(alphabet: [u8; 6], mut seed: u64) -> impl Iterator<Item = Vec<u8>> {
+        (0..2000).map(move |len| {
+            (0..len % 40)
                 .map(|_| {
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
                     alphabet[(seed % alphabet.len() as u64) as usize]
                 })
-                .collect();
+                .collect()
+        })
+    }
+
+    #[test]
+    fn top_matches_line_by_line_on_tricky_messages() {
+        let alphabet = [b'\r', b'\n', b'.', b'a', b'\n', b'\n'];
+        for message in random_messages(alphabet, 0x9e37_79b9_7f4a_7c15) {
             for limit in [0, 1, 2, 5, u64::MAX] {
                 let mut want = Vec::new();
-                let want_n = write_top(&mut want, &message, limit);
+                let want_n = write_line_by_line(&mut want, &message, limit);
                 let (out, n) = sent(&message, Some(limit));
                 assert_eq!((out, n), (want, want_n), "{message:?} TOP {limit}");
             }
