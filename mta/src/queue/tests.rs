@@ -42,6 +42,16 @@ fn envelope(sender: &str, recipients: Vec<EnvelopeRecipient>) -> Envelope {
     }
 }
 
+/// Queues `CONTENT` from `sender` to one recipient.
+async fn enqueue_one(queue: &Queue, sender: &str, to: EnvelopeRecipient) -> QueueId {
+    let id = QueueId::generate();
+    queue
+        .enqueue(&id, &envelope(sender, vec![to]), CONTENT)
+        .await
+        .unwrap();
+    id
+}
+
 async fn open(dir: &tempfile::TempDir) -> Arc<Queue> {
     Arc::new(Queue::open(dir.path().join("queue")).await.unwrap())
 }
@@ -154,15 +164,7 @@ async fn due_separates_local_and_remote() {
 async fn attempts_flush_retry_and_delete() {
     let dir = tempfile::tempdir().unwrap();
     let queue = open(&dir).await;
-    let id = QueueId::generate();
-    queue
-        .enqueue(
-            &id,
-            &envelope("a@example.net", vec![rcpt("alice@example.org", true)]),
-            CONTENT,
-        )
-        .await
-        .unwrap();
+    let id = enqueue_one(&queue, "a@example.net", rcpt("alice@example.org", true)).await;
     let later = unix_now() + 3600;
     queue
         .record_attempts(
@@ -256,15 +258,7 @@ async fn big_messages_are_files_small_ones_rows_and_both_read_back_exactly() {
 async fn complete_swaps_the_message_for_its_report_atomically() {
     let dir = tempfile::tempdir().unwrap();
     let queue = open(&dir).await;
-    let id = QueueId::generate();
-    queue
-        .enqueue(
-            &id,
-            &envelope("a@example.net", vec![rcpt("alice@example.org", true)]),
-            CONTENT,
-        )
-        .await
-        .unwrap();
+    let id = enqueue_one(&queue, "a@example.net", rcpt("alice@example.org", true)).await;
     queue
         .record_attempts(
             &id,
@@ -311,15 +305,7 @@ async fn recover_removes_unacknowledged_files() {
         )
         .await
         .unwrap();
-    let small = QueueId::generate();
-    queue
-        .enqueue(
-            &small,
-            &envelope("a@example.net", vec![rcpt("alice@example.org", true)]),
-            CONTENT,
-        )
-        .await
-        .unwrap();
+    let small = enqueue_one(&queue, "a@example.net", rcpt("alice@example.org", true)).await;
     std::fs::write(queue.dir().join("tmp").join("PARTIAL"), b"half").unwrap();
     std::fs::write(queue.dir().join("messages").join("ORPHAN"), b"x").unwrap();
     let lost = QueueId::generate();
@@ -451,15 +437,7 @@ async fn runner_completes_fully_delivered_messages() {
     let dir = tempfile::tempdir().unwrap();
     let queue = open(&dir).await;
     let delivery = Arc::new(MockDelivery::default());
-    let id = QueueId::generate();
-    queue
-        .enqueue(
-            &id,
-            &envelope("a@example.net", vec![rcpt("alice@example.org", true)]),
-            CONTENT,
-        )
-        .await
-        .unwrap();
+    let id = enqueue_one(&queue, "a@example.net", rcpt("alice@example.org", true)).await;
     runner(&queue, &delivery).run_once().await.unwrap();
     assert!(queue.list().await.unwrap().is_empty());
     assert!(!queue.message_path(&id).exists());
@@ -470,15 +448,7 @@ async fn runner_defers_temporary_failures() {
     let dir = tempfile::tempdir().unwrap();
     let queue = open(&dir).await;
     let delivery = Arc::new(MockDelivery::default());
-    let id = QueueId::generate();
-    queue
-        .enqueue(
-            &id,
-            &envelope("a@example.net", vec![rcpt("busy@example.org", true)]),
-            CONTENT,
-        )
-        .await
-        .unwrap();
+    let id = enqueue_one(&queue, "a@example.net", rcpt("busy@example.org", true)).await;
     let r = runner(&queue, &delivery);
     r.run_once().await.unwrap();
     let m = queue.show(&id).await.unwrap().unwrap();
@@ -620,15 +590,7 @@ async fn temporary_failures_bounce_when_the_message_is_too_old() {
     let dir = tempfile::tempdir().unwrap();
     let queue = open(&dir).await;
     let delivery = Arc::new(MockDelivery::default());
-    let id = QueueId::generate();
-    queue
-        .enqueue(
-            &id,
-            &envelope("alice@example.org", vec![rcpt("busy@example.org", true)]),
-            CONTENT,
-        )
-        .await
-        .unwrap();
+    enqueue_one(&queue, "alice@example.org", rcpt("busy@example.org", true)).await;
     sqlx::query("UPDATE messages SET arrival = arrival - 6 * 86400")
         .execute(&queue.pool)
         .await
@@ -680,15 +642,7 @@ async fn running_runner_delivers_as_mail_arrives_and_stops_on_shutdown() {
 async fn delivered_message_is_removed_when_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let queue = open(&dir).await;
-    let id = QueueId::generate();
-    queue
-        .enqueue(
-            &id,
-            &envelope("a@example.net", vec![rcpt("alice@example.org", true)]),
-            CONTENT,
-        )
-        .await
-        .unwrap();
+    let id = enqueue_one(&queue, "a@example.net", rcpt("alice@example.org", true)).await;
     let recorded = queue
         .record_attempts(
             &id,
@@ -754,15 +708,7 @@ async fn concurrent_enqueues_are_all_stored() {
 async fn completing_a_message_twice_sends_one_report() {
     let dir = tempfile::tempdir().unwrap();
     let queue = open(&dir).await;
-    let id = QueueId::generate();
-    queue
-        .enqueue(
-            &id,
-            &envelope("a@example.net", vec![rcpt("alice@example.org", true)]),
-            CONTENT,
-        )
-        .await
-        .unwrap();
+    let id = enqueue_one(&queue, "a@example.net", rcpt("alice@example.org", true)).await;
     let report_env = envelope("", vec![rcpt("a@example.net", false)]);
     // A report big enough to be a file, so a refused one would leave a file behind.
     let report = big_content(4);
@@ -869,15 +815,7 @@ async fn no_warning_before_the_time_when_off_or_when_not_wanted() {
     let queue = open(&dir).await;
     let delivery = Arc::new(MockDelivery::default());
     // Too young.
-    let young = QueueId::generate();
-    queue
-        .enqueue(
-            &young,
-            &envelope("alice@example.org", vec![rcpt("busy@example.org", true)]),
-            CONTENT,
-        )
-        .await
-        .unwrap();
+    let young = enqueue_one(&queue, "alice@example.org", rcpt("busy@example.org", true)).await;
     // The null sender is never warned (nor bounced).
     let null = enqueue_old(&queue, &envelope("", vec![rcpt("busy@example.org", true)])).await;
     // NOTIFY=NEVER, and NOTIFY without DELAY.
@@ -955,15 +893,7 @@ async fn a_warning_lists_only_the_deferred_recipients_that_want_it() {
 async fn queue_delay_warning_is_taken_once() {
     let dir = tempfile::tempdir().unwrap();
     let queue = open(&dir).await;
-    let id = QueueId::generate();
-    queue
-        .enqueue(
-            &id,
-            &envelope("a@example.net", vec![rcpt("x@remote.test", false)]),
-            CONTENT,
-        )
-        .await
-        .unwrap();
+    let id = enqueue_one(&queue, "a@example.net", rcpt("x@remote.test", false)).await;
     let warning_env = envelope("", vec![rcpt("a@example.net", false)]);
     // Big enough to be a file, so a refused one would leave a file behind.
     let warning = big_content(5);
