@@ -241,6 +241,33 @@ fn acme_section(pebble: &Pebble, acme_port: u16, ca: &Path) -> String {
     )
 }
 
+/// A pebble with its own TLS CA and a fake DNS that points the test domain at loopback;
+/// pebble goes first when dropped, before its directory.
+struct Rig {
+    pebble: Pebble,
+    ca: PathBuf,
+    _dns: FakeDns,
+    _dir: tempfile::TempDir,
+}
+
+/// A [`Rig`] issuing certificates valid for `validity_s` seconds, and a hermod setup whose
+/// ACME uses it.
+fn start_rig(validity_s: u64) -> (Rig, Setup) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pebble_tls(dir.path());
+    let dns = FakeDns::start();
+    let acme_port = free_port();
+    let pebble = Pebble::start(dir.path(), acme_port, dns.addr, validity_s);
+    let setup = Setup::new("", &acme_section(&pebble, acme_port, &ca));
+    let rig = Rig {
+        pebble,
+        ca,
+        _dns: dns,
+        _dir: dir,
+    };
+    (rig, setup)
+}
+
 fn sha256_of(line: &str) -> &str {
     line.split("sha256=").nth(1).unwrap_or_default()
 }
@@ -250,18 +277,14 @@ fn certificate_from_pebble_is_served_and_reused_after_restart() {
     if !pebble_installed() {
         return;
     }
-    let pebble_dir = tempfile::tempdir().unwrap();
-    let ca = pebble_tls(pebble_dir.path());
-    let dns = FakeDns::start();
-    let acme_port = free_port();
     // Five years, as pebble's default: no renewal during the test.
-    let pebble = Pebble::start(pebble_dir.path(), acme_port, dns.addr, 5 * 365 * 86400);
-    let setup = Setup::new("", &acme_section(&pebble, acme_port, &ca));
+    let (rig, setup) = start_rig(5 * 365 * 86400);
+    let (pebble, ca) = (&rig.pebble, &rig.ca);
     let p = setup.ports;
     let mut server = setup.start("serve", p.imaps);
     wait_for_log(
         &server,
-        &pebble,
+        pebble,
         "ACME: certificate issued",
         Duration::from_secs(20),
     );
@@ -278,8 +301,8 @@ fn certificate_from_pebble_is_served_and_reused_after_restart() {
     // Implicit TLS (IMAPS, SMTPS) and STARTTLS (IMAP) all serve it, and it verifies against
     // pebble's root through pebble's intermediate, for the ordered name.
     let lines = served(
-        &pebble,
-        &ca,
+        pebble,
+        ca,
         &[
             ("tls", p.imaps),
             ("tls", p.submissions),
@@ -312,11 +335,11 @@ fn certificate_from_pebble_is_served_and_reused_after_restart() {
     Command::new("kill").args(["-HUP", &pid]).status().unwrap();
     wait_for_log(
         &server,
-        &pebble,
+        pebble,
         "SIGHUP: certificate reloaded",
         Duration::from_secs(5),
     );
-    let lines = served(&pebble, &ca, &[("tls", p.imaps)]);
+    let lines = served(pebble, ca, &[("tls", p.imaps)]);
     assert_eq!(sha256_of(&lines[0]), fingerprint, "{lines:?}");
 
     // A restart reuses the stored certificate: no new order reaches pebble.
@@ -325,11 +348,11 @@ fn certificate_from_pebble_is_served_and_reused_after_restart() {
     let server = setup.start("serve", p.imaps);
     wait_for_log(
         &server,
-        &pebble,
+        pebble,
         "ACME: using the stored certificate",
         Duration::from_secs(5),
     );
-    let lines = served(&pebble, &ca, &[("tls", p.imaps)]);
+    let lines = served(pebble, ca, &[("tls", p.imaps)]);
     assert_eq!(sha256_of(&lines[0]), fingerprint, "{lines:?}");
     // Give a wrongly started order time to show up.
     std::thread::sleep(Duration::from_millis(1500));
@@ -365,29 +388,25 @@ fn certificate_is_renewed_in_the_background() {
     if !pebble_installed() {
         return;
     }
-    let pebble_dir = tempfile::tempdir().unwrap();
-    let ca = pebble_tls(pebble_dir.path());
-    let dns = FakeDns::start();
-    let acme_port = free_port();
     // Renewal comes when a third of the lifetime is left: about 8 s after issuance.
-    let pebble = Pebble::start(pebble_dir.path(), acme_port, dns.addr, 12);
-    let setup = Setup::new("", &acme_section(&pebble, acme_port, &ca));
+    let (rig, setup) = start_rig(12);
+    let (pebble, ca) = (&rig.pebble, &rig.ca);
     let p = setup.ports;
     let server = setup.start("serve", p.imaps);
     wait_for_log(
         &server,
-        &pebble,
+        pebble,
         "ACME: certificate issued",
         Duration::from_secs(20),
     );
-    let first = served(&pebble, &ca, &[("tls", p.imaps)]);
+    let first = served(pebble, ca, &[("tls", p.imaps)]);
     wait_for_log(
         &server,
-        &pebble,
+        pebble,
         "ACME: certificate renewed",
         Duration::from_secs(20),
     );
-    let renewed = served(&pebble, &ca, &[("tls", p.imaps), ("tls", p.submissions)]);
+    let renewed = served(pebble, ca, &[("tls", p.imaps), ("tls", p.submissions)]);
     assert!(pebble.orders() >= 2, "{}", pebble.log());
     for line in &renewed {
         assert!(line.contains("issuer=Pebble Intermediate CA"), "{line}");
