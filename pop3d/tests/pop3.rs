@@ -400,12 +400,7 @@ async fn mbox_inbox_works_the_same() {
     let spool = std::fs::read(server.ctx.config.data_dir.join("spool/alice")).unwrap();
     assert!(spool.starts_with(b"From "), "INBOX is an mbox file");
     let mut c = server.logged_in().await;
-    let (_, list) = c.cmd_multi("LIST").await;
-    let sizes: Vec<usize> = String::from_utf8(list)
-        .unwrap()
-        .lines()
-        .map(|l| l.split_once(' ').unwrap().1.parse().unwrap())
-        .collect();
+    let sizes = c.list_sizes().await;
     for (n, m) in [PLAIN, from_line, BARE_LF].iter().enumerate() {
         let (status, body) = c.cmd_multi(&format!("RETR {}", n + 1)).await;
         assert!(status.starts_with("+OK"), "{status}");
@@ -508,12 +503,7 @@ async fn long_download_is_byte_exact_across_read_ahead_batches() {
         let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
         server.deliver(&refs).await;
         let mut c = server.logged_in().await;
-        let (_, list) = c.cmd_multi("LIST").await;
-        let sizes: Vec<usize> = String::from_utf8(list)
-            .unwrap()
-            .lines()
-            .map(|l| l.split_once(' ').unwrap().1.parse().unwrap())
-            .collect();
+        let sizes = c.list_sizes().await;
         assert_eq!(sizes.len(), messages.len());
         for (n, m) in messages.iter().enumerate() {
             let (status, body) = c.cmd_multi(&format!("RETR {}", n + 1)).await;

@@ -260,6 +260,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         assert!(reply.starts_with("+OK Logged in"), "{reply}");
     }
 
+    /// LIST: the size of each message, in message-number order.
+    pub async fn list_sizes(&mut self) -> Vec<usize> {
+        let (status, body) = self.cmd_multi("LIST").await;
+        assert!(status.starts_with("+OK"), "{status}");
+        String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .map(|l| l.split_once(' ').unwrap().1.parse().unwrap())
+            .collect()
+    }
+
     /// UIDL listing as (number, unique-id) pairs.
     pub async fn uidl(&mut self) -> Vec<(u32, String)> {
         let (status, body) = self.cmd_multi("UIDL").await;
