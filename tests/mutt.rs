@@ -19,9 +19,13 @@ fn neomutt_screen(mailbox: &std::path::Path, session: &str) -> String {
     let _ = Command::new("tmux")
         .args(["kill-session", "-t", session])
         .status();
+    // neomutt must not touch the real home directory: without `folder` set it asks whether to
+    // create `~/Mail`, and the test would hang at that prompt on a fresh machine.
+    let home = tempfile::tempdir().expect("tempdir");
     let cmd = format!(
-        "TERM=xterm neomutt -n -F /dev/null -R -e 'set sort=date-sent; set mbox_type=mbox' -f {}",
-        mailbox.display()
+        "HOME={home} TERM=xterm neomutt -n -F /dev/null -R -e 'set folder={home}; set spoolfile={mbox}; set sort=date-sent; set mbox_type=mbox' -f {mbox}",
+        home = home.path().display(),
+        mbox = mailbox.display()
     );
     let ok = Command::new("tmux")
         .args([

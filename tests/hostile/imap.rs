@@ -1,0 +1,1 @@
+//! IMAP: hostile input before and after login.

@@ -1,0 +1,9 @@
+//! Hostile clients against the real `hermod serve`: inputs an attacker would send must get a
+//! clear protocol error or a dropped connection, never a crash, a stall or unbounded memory,
+//! and the server must keep serving everyone else.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod imap;
+mod smtp;

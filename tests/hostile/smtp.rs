@@ -1,0 +1,1 @@
+//! SMTP, authentication and outbound: hostile input on the MTA side.
