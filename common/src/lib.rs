@@ -10,6 +10,8 @@ pub mod config;
 pub mod context;
 pub mod directory;
 pub mod dns_records;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod net;

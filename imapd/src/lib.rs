@@ -10,6 +10,8 @@ pub mod compress;
 pub mod date;
 pub mod extended;
 pub mod framer;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mime;
 pub mod output;
 pub mod sequence;

@@ -8,6 +8,8 @@
 //!   running apart.
 
 pub mod delivery;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lda;
 pub mod lmtp;
 mod message;

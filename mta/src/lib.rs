@@ -11,6 +11,8 @@
 pub mod bounce;
 pub mod delivery;
 pub mod envelope;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lmtp_client;
 pub mod mda_delivery;
 pub mod outbound;

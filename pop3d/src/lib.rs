@@ -10,6 +10,8 @@
 //! - [`server`]: the I/O loop of one connection; [`serve`] runs the listeners.
 
 pub mod command;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lock;
 pub mod maildrop;
 pub mod read_ahead;

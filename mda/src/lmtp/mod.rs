@@ -6,7 +6,7 @@
 //! from `hermod mda`) speak it.
 
 mod server;
-mod session;
+pub(crate) mod session;
 
 pub use server::{LmtpSocket, bind_socket, run_session, serve, serve_with_socket};
 pub use session::{Action, Session, SessionConfig};
