@@ -99,34 +99,42 @@ impl Rig {
 }
 
 /// Feeds `input` to `session` through a framer the way the connection loop does, until the
-/// input is used up or the session ends.
-async fn drive(session: &mut Session, settings: &Settings, input: &[u8]) {
+/// input is used up or the session ends. Returns the session's answers (the first 64 KiB).
+async fn drive(session: &mut Session, settings: &Settings, input: &[u8]) -> Vec<u8> {
     let mut framer = Framer::new(settings.max_line, settings.max_literal);
     let mut out = Out::buffer();
+    let mut answers = Vec::new();
     // In pieces, as TCP delivers them: the framer must not care where reads end.
     for chunk in input.chunks(4096) {
         framer.push(chunk);
         while let Some(frame) = framer.next_frame() {
-            let Ok(next) = session.handle(frame, &mut out).await else {
-                return;
-            };
-            match next {
-                Next::Command => framer.set_line_mode(false),
-                Next::Line | Next::Idle => framer.set_line_mode(true),
-                // No TLS or deflate here: the connection would change streams.
-                Next::StartTls | Next::Compress | Next::Logout => return,
+            let result = session.handle(frame, &mut out).await;
+            let taken = out.take();
+            if answers.len() < 64 * 1024 {
+                answers.extend_from_slice(&taken);
             }
-            out.take();
+            match result {
+                Ok(Next::Command) => framer.set_line_mode(false),
+                Ok(Next::Line | Next::Idle) => framer.set_line_mode(true),
+                // No TLS or deflate here: the connection would change streams.
+                Ok(Next::StartTls | Next::Compress | Next::Logout) | Err(_) => return answers,
+            }
         }
     }
+    answers
 }
 
 /// The IMAP session. The first byte picks the start: bit 0 a TLS connection, bit 1
 /// logged in (INBOX holds two messages), bit 2 INBOX selected, bit 3 small limits
 /// (1 KiB lines and literals); the rest is what the client sends.
 pub fn session(data: &[u8]) {
+    session_answers(data);
+}
+
+/// [`session`], returning what the session answered to the input.
+fn session_answers(data: &[u8]) -> Vec<u8> {
     let Some((&mode, input)) = data.split_first() else {
-        return;
+        return Vec::new();
     };
     let mut settings = Settings {
         allow_plaintext_auth: false,
@@ -145,20 +153,25 @@ pub fn session(data: &[u8]) {
         );
         if mode & 2 != 0 {
             if !rig.log_in(&mut s, &[PLAIN, MULTIPART]).await {
-                return;
+                return Vec::new();
             }
             if mode & 4 != 0 {
                 drive(&mut s, &settings, b"s SELECT INBOX\r\n").await;
             }
         }
-        drive(&mut s, &settings, input).await;
-    });
+        drive(&mut s, &settings, input).await
+    })
 }
 
 /// SEARCH, SORT and THREAD over messages from the input. The first line is a command
 /// without its tag (`UID SORT (DATE) UTF-8 ALL`); the rest holds up to four messages,
 /// separated by NUL bytes, delivered to INBOX before it is selected.
 pub fn search(data: &[u8]) {
+    search_answers(data);
+}
+
+/// [`search`], returning what the session answered to the command.
+fn search_answers(data: &[u8]) -> Vec<u8> {
     let (command, messages) = match data.iter().position(|b| *b == b'\n') {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &[][..]),
@@ -174,14 +187,14 @@ pub fn search(data: &[u8]) {
     block_on(async {
         let mut s = Session::new(rig.shared.clone(), "192.0.2.7".parse().unwrap(), true);
         if !rig.log_in(&mut s, &messages).await {
-            return;
+            return Vec::new();
         }
         drive(&mut s, &settings, b"s SELECT INBOX\r\n").await;
         let mut line = b"x ".to_vec();
         line.extend_from_slice(command);
         line.extend_from_slice(b"\r\n");
-        drive(&mut s, &settings, &line).await;
-    });
+        drive(&mut s, &settings, &line).await
+    })
 }
 
 /// The framer alone. The first byte sets the limits (bits 0-3: line limit 2^n * 16 bytes,
@@ -273,5 +286,34 @@ pub fn mime(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = date::parse_date_time(text);
         let _ = envelope::encode_word(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_target_reaches_the_selected_state_with_two_messages() {
+        let out = session_answers(b"\x07a FETCH 1:* (ENVELOPE BODYSTRUCTURE)\r\nb LOGOUT\r\n");
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.contains("* 2 FETCH (ENVELOPE"), "{out}");
+        assert!(out.contains("a OK") && out.contains("b OK"), "{out}");
+    }
+
+    #[test]
+    fn the_session_target_logs_in_with_the_directory() {
+        let out = session_answers(b"\x01a LOGIN alice@example.org secret\r\nb SELECT INBOX\r\n");
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.contains("a OK") && out.contains("b OK"), "{out}");
+    }
+
+    #[test]
+    fn the_search_target_delivers_the_input_messages() {
+        let out = search_answers(
+            b"UID SORT (REVERSE SUBJECT) UTF-8 ALL\nSubject: a\r\n\r\nx\0Subject: b\r\n\r\ny",
+        );
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.contains("* SORT 2 1\r\nx OK"), "{out}");
     }
 }
