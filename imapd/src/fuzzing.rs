@@ -54,6 +54,61 @@ fn directory() -> Directory {
     })
 }
 
+/// The store a session starts with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Template {
+    /// alice's store as first opened: INBOX and the special-use folders, no messages.
+    Empty,
+    /// With [`PLAIN`] and [`MULTIPART`] in INBOX.
+    TwoMessages,
+}
+
+thread_local! {
+    /// The template stores, made once per thread: copying one is much faster than making
+    /// a user's store (its index, six folders) for every input.
+    static TEMPLATES: RefCell<Vec<(Template, std::path::PathBuf)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn template_dir(template: Template) -> std::path::PathBuf {
+    TEMPLATES.with(|cell| {
+        if let Some((_, dir)) = cell.borrow().iter().find(|(t, _)| *t == template) {
+            return dir.clone();
+        }
+        let dir = process_dir().join(format!(
+            "template-{:?}-{}",
+            std::thread::current().id(),
+            template as u8
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        block_on(async {
+            let store = Store::new(StoreConfig::maildir(&dir));
+            let user = store.user("alice", "example.org").await.expect("a store");
+            if template == Template::TwoMessages {
+                for m in [PLAIN, MULTIPART] {
+                    user.deliver("INBOX", m).await.expect("delivered");
+                }
+            }
+        });
+        cell.borrow_mut().push((template, dir.clone()));
+        dir
+    })
+}
+
+/// Copies a directory tree (without SQLite's shared-memory index, which is rebuilt).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if !entry.file_name().to_string_lossy().ends_with("-shm") {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 /// One session over a fresh store: its parts and the scratch directory they live in.
 struct Rig {
     shared: Arc<Shared>,
@@ -62,8 +117,9 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(settings: Settings) -> Rig {
+    fn new(settings: Settings, template: Template) -> Rig {
         let scratch = ScratchDir::new();
+        copy_tree(&template_dir(template), scratch.path()).expect("a copy of the template");
         let store = Store::new(StoreConfig::maildir(scratch.path()));
         let shared = Arc::new(Shared {
             store: store.clone(),
@@ -79,7 +135,7 @@ impl Rig {
         }
     }
 
-    /// Logs the session in without a password check, with `messages` in INBOX.
+    /// Logs the session in without a password check, with `messages` added to INBOX.
     async fn log_in(&self, session: &mut Session, messages: &[&[u8]]) -> bool {
         let Ok(user) = self.store.user("alice", "example.org").await else {
             return false;
@@ -144,7 +200,7 @@ fn session_answers(data: &[u8]) -> Vec<u8> {
         settings.max_line = 1024;
         settings.max_literal = 1024;
     }
-    let rig = Rig::new(settings.clone());
+    let rig = Rig::new(settings.clone(), Template::TwoMessages);
     block_on(async {
         let mut s = Session::new(
             rig.shared.clone(),
@@ -152,7 +208,7 @@ fn session_answers(data: &[u8]) -> Vec<u8> {
             mode & 1 != 0,
         );
         if mode & 2 != 0 {
-            if !rig.log_in(&mut s, &[PLAIN, MULTIPART]).await {
+            if !rig.log_in(&mut s, &[]).await {
                 return Vec::new();
             }
             if mode & 4 != 0 {
@@ -177,13 +233,16 @@ fn search_answers(data: &[u8]) -> Vec<u8> {
         None => (data, &[][..]),
     };
     let command = command.strip_suffix(b"\r").unwrap_or(command);
-    let messages: Vec<&[u8]> = if messages.is_empty() {
-        vec![PLAIN, MULTIPART]
+    let (template, messages): (_, Vec<&[u8]>) = if messages.is_empty() {
+        (Template::TwoMessages, Vec::new())
     } else {
-        messages.split(|b| *b == 0).take(4).collect()
+        (
+            Template::Empty,
+            messages.split(|b| *b == 0).take(4).collect(),
+        )
     };
     let settings = Settings::default();
-    let rig = Rig::new(settings.clone());
+    let rig = Rig::new(settings.clone(), template);
     block_on(async {
         let mut s = Session::new(rig.shared.clone(), "192.0.2.7".parse().unwrap(), true);
         if !rig.log_in(&mut s, &messages).await {
