@@ -34,10 +34,10 @@ run_one() {
         -max_len=65536 -print_final_stats=1 -artifact_prefix="artifacts/$t/" \
         -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 >"$log" 2>&1 || true
     end=$(date +%s)
-    # Minimize: keep only inputs that add coverage.
+    # Minimize: a small set of inputs that reaches every edge the whole corpus reaches.
     local tmp
     tmp=$(mktemp -d)
-    if "$bin/$t" -merge=1 -timeout=10 -rss_limit_mb=2048 "$tmp" "corpus/$t" >>"$log" 2>&1; then
+    if "$bin/$t" -merge=1 -set_cover_merge=1 -use_counters=0 -timeout=10 -rss_limit_mb=2048 "$tmp" "corpus/$t" >>"$log" 2>&1; then
         rm -rf "corpus/$t" && mv "$tmp" "corpus/$t"
     else
         rm -rf "$tmp"
