@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hermod_common::auth::Authenticator;
+use hermod_common::log_escape;
 use hermod_common::store::{
     Change, ChangeReceiver, ChangeToken, Flag, MessageMeta, Store, StoreError, UserStore,
     decode_mutf7, encode_mutf7,
@@ -462,7 +463,7 @@ impl Session {
                     Some(_) => "Unknown command or invalid arguments",
                     None => "Missing tag",
                 };
-                tracing::debug!(line = %String::from_utf8_lossy(&bytes[..bytes.len().min(200)]), "bad command");
+                tracing::debug!(line = %log_escape::escape(bytes), "bad command");
                 self.syntax_error(tag.as_deref(), text, out);
                 Ok(())
             }
@@ -705,8 +706,15 @@ impl Session {
             return Ok("INBOX".into());
         }
         // INBOX's children are named with INBOX in any case.
-        if name.len() > 6 && name[..6].eq_ignore_ascii_case("INBOX/") {
-            return Ok(format!("INBOX/{}", &name[6..]));
+        // Compared as bytes: the name is the client's, and byte 6 may be inside a character.
+        if let Some(child) = name
+            .as_bytes()
+            .get(..6)
+            .filter(|head| head.eq_ignore_ascii_case(b"INBOX/"))
+            .and_then(|_| name.get(6..))
+            .filter(|child| !child.is_empty())
+        {
+            return Ok(format!("INBOX/{child}"));
         }
         Ok(name)
     }

@@ -1,5 +1,6 @@
 //! ID (RFC 2971): clients say who they are; we answer with our name only.
 
+use hermod_common::log_escape::escape_max;
 use imap_codec::imap_types::core::{IString, NString};
 
 use crate::output::Out;
@@ -12,18 +13,16 @@ impl Session {
         out: &mut Out<'_>,
     ) -> Reply {
         if let Some(params) = params {
+            // Escaped and cut per value: CR/LF in a value must not forge log lines.
             let fields: Vec<String> = params
                 .iter()
                 .take(30)
                 .map(|(k, v)| {
-                    let v =
-                        v.0.as_ref()
-                            .map(|v| String::from_utf8_lossy(v.as_ref()).into_owned());
-                    format!(
-                        "{}={}",
-                        String::from_utf8_lossy(k.as_ref()),
-                        v.unwrap_or_else(|| "NIL".into())
-                    )
+                    let key = escape_max(k.as_ref(), 64);
+                    match &v.0 {
+                        Some(v) => format!("{key}={}", escape_max(v.as_ref(), 128)),
+                        None => format!("{key}=NIL"),
+                    }
                 })
                 .collect();
             tracing::info!(client = %fields.join(", "), "client ID");
