@@ -170,7 +170,13 @@ impl Connection {
         .await?;
         let mut buf = Vec::new();
         loop {
-            while let Some(frame) = self.framer.next_frame() {
+            loop {
+                // The limits depend on the session state: small until login.
+                let (line, literal, strict) = self.session.input_limits();
+                self.framer.set_limits(line, literal, strict);
+                let Some(frame) = self.framer.next_frame() else {
+                    break;
+                };
                 let next = self
                     .write(async |s, out| s.handle(frame, out).await)
                     .await?;
