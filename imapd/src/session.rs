@@ -54,6 +54,8 @@ pub struct Settings {
     pub login_timeout: Duration,
     /// Advertise and allow COMPRESS=DEFLATE.
     pub compress: bool,
+    /// How long a write may wait for a client that does not read.
+    pub write_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -66,6 +68,7 @@ impl Default for Settings {
             autologout: Duration::from_secs(30 * 60),
             login_timeout: Duration::from_secs(300),
             compress: true,
+            write_timeout: Duration::from_secs(300),
         }
     }
 }
