@@ -672,14 +672,20 @@ mod tests {
         line.extend(std::iter::repeat_n(b'{', 64 * 1024));
         line.extend_from_slice("é\r\n".as_bytes());
         let started = std::time::Instant::now();
-        assert!(matches!(quoted_8bit_to_literals(&line), std::borrow::Cow::Owned(_)));
+        assert!(matches!(
+            quoted_8bit_to_literals(&line),
+            std::borrow::Cow::Owned(_)
+        ));
         let _ = tokenize(&line);
         let _ = parse(&line);
         let mut list = b"a LIST \"\" ".to_vec();
         list.extend_from_slice(&line[9..]);
         let _ = parse(&list);
         let took = started.elapsed();
-        assert!(took < std::time::Duration::from_millis(200), "took {took:?}");
+        assert!(
+            took < std::time::Duration::from_millis(200),
+            "took {took:?}"
+        );
     }
 
     #[test]

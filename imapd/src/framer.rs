@@ -448,7 +448,9 @@ mod tests {
         f.push(b"alice@ex secret\r\n");
         assert_eq!(
             frames(&mut f),
-            vec![Frame::Command(b"c LOGIN {8}\r\nalice@ex secret\r\n".to_vec())]
+            vec![Frame::Command(
+                b"c LOGIN {8}\r\nalice@ex secret\r\n".to_vec()
+            )]
         );
         // After login the configured limits apply again.
         f.set_limits(64 * 1024, 50 * 1024 * 1024, false);
@@ -470,7 +472,10 @@ mod tests {
         f.push(b"\r\n");
         assert!(matches!(f.next_frame(), Some(Frame::Command(c)) if c.len() == 60_004));
         let took = started.elapsed();
-        assert!(took < std::time::Duration::from_millis(300), "took {took:?}");
+        assert!(
+            took < std::time::Duration::from_millis(300),
+            "took {took:?}"
+        );
     }
 
     #[test]

@@ -80,9 +80,9 @@ pub async fn serve(ctx: Arc<Context>, shutdown: Shutdown) -> Result<(), ServeErr
                 move |stream, info| {
                     let shared = shared.clone();
                     let shutdown = conn_shutdown.clone();
-                    contain_panics(async move {
-                        run(shared, stream, info.peer.ip(), shutdown).await
-                    })
+                    contain_panics(
+                        async move { run(shared, stream, info.peer.ip(), shutdown).await },
+                    )
                 },
             )));
         }
@@ -383,6 +383,10 @@ mod panic_tests {
             counter.fetch_add(1, Ordering::SeqCst);
         })
         .await;
-        assert_eq!(served.load(Ordering::SeqCst), 1, "the next session still runs");
+        assert_eq!(
+            served.load(Ordering::SeqCst),
+            1,
+            "the next session still runs"
+        );
     }
 }

@@ -414,7 +414,13 @@ impl Session {
             }
             Frame::LiteralRefused(tag) => {
                 let tag = tag.map(|t| String::from_utf8_lossy(&t).into_owned());
-                out.put(format!("{} BAD Literal too large\r\n", tag.as_deref().unwrap_or("*")).as_bytes());
+                out.put(
+                    format!(
+                        "{} BAD Literal too large\r\n",
+                        tag.as_deref().unwrap_or("*")
+                    )
+                    .as_bytes(),
+                );
                 self.bye(out, "Literal too large before login");
             }
             Frame::Command(mut bytes) if self.waiting != Waiting::Nothing => {
@@ -1158,5 +1164,34 @@ mod tests {
         s.idle_changed(None, &mut out).await.unwrap();
         let out = String::from_utf8_lossy(&out.into_bytes()).into_owned();
         assert!(out.contains("* 2 EXISTS\r\n"), "{out}");
+    }
+}
+#[cfg(test)]
+mod deep_tests {
+    use crate::testing::{Harness, message};
+
+    /// Nesting the client controls (parentheses, NOT chains, section parts) is refused
+    /// with BAD by the parsers' depth limits, never a stack overflow.
+    #[tokio::test]
+    async fn deeply_nested_arguments_get_bad() {
+        let h = Harness::new().await;
+        h.deliver("INBOX", &message("m", "body")).await;
+        let mut s = h.selected("INBOX").await;
+        let deep =
+            |open: &str, close: &str| format!("{}ALL{}", open.repeat(20_000), close.repeat(20_000));
+        for (tag, args) in [
+            ("a", format!("SEARCH {}", deep("(", ")"))),
+            ("b", format!("SEARCH {}", deep("NOT ", ""))),
+            ("c", format!("SEARCH {} ALL", deep("OR ALL ", ""))),
+            ("d", format!("FETCH 1 BODY[{}]", "1.".repeat(20_000))),
+            ("e", format!("SEARCH RETURN (ALL) {}", deep("(", ")"))),
+            ("f", format!("THREAD REFERENCES UTF-8 {}", deep("(", ")"))),
+            ("g", format!("LIST {} \"\" *", "(".repeat(20_000))),
+        ] {
+            let out = h.run(&mut s, &format!("{tag} {args}\r\n")).await;
+            assert!(out.starts_with(&format!("{tag} BAD ")), "{tag}: {out}");
+        }
+        let out = h.run(&mut s, "z NOOP\r\n").await;
+        assert!(out.ends_with("z OK NOOP completed\r\n"), "{out}");
     }
 }

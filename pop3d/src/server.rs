@@ -217,6 +217,10 @@ mod panic_tests {
             counter.fetch_add(1, Ordering::SeqCst);
         })
         .await;
-        assert_eq!(served.load(Ordering::SeqCst), 1, "the next session still runs");
+        assert_eq!(
+            served.load(Ordering::SeqCst),
+            1,
+            "the next session still runs"
+        );
     }
 }

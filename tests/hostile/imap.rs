@@ -59,7 +59,10 @@ impl Imap {
     fn ok(&mut self, tag: &str, command: &str) -> Vec<String> {
         let lines = self.cmd(tag, command);
         let last = lines.last().cloned().unwrap_or_default();
-        assert!(last.starts_with(&format!("{tag} OK")), "{command}: {lines:?}");
+        assert!(
+            last.starts_with(&format!("{tag} OK")),
+            "{command}: {lines:?}"
+        );
         lines
     }
 
@@ -122,10 +125,7 @@ fn list_wildcard_bombs_leave_the_server_serving() {
     let lines = c.ok("c3", "LIST \"\" \"*a*a*a*a*a*a*a*a*b\"");
     assert_eq!(lines.len(), 1, "nothing matches: {lines:?}");
     let lines = c.ok("c4", "LIST \"\" \"*a*a*a*a*a*a*a*a*\"");
-    assert!(
-        lines.iter().any(|l| l.contains(&long_name)),
-        "{lines:?}"
-    );
+    assert!(lines.iter().any(|l| l.contains(&long_name)), "{lines:?}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "LIST took {:?}",
@@ -186,7 +186,11 @@ fn client_that_never_reads_is_dropped_after_the_write_timeout() {
         message.extend_from_slice(b"\r\n");
     }
     let out = s.cli_bytes(&["deliver", "--recipient", USER], &message);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut c = Imap::login(s.ports.imap);
     c.ok("x1", "SELECT INBOX");
     for i in 0..100 {

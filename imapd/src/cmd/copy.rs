@@ -136,7 +136,10 @@ mod tests {
         let out = h.run(&mut s, "d STATUS Archive (MESSAGES)\r\n").await;
         assert!(out.contains("(MESSAGES 1)"), "{out}");
         let out = h.run(&mut s, "e COPY 2 Archive\r\n").await;
-        assert!(out.starts_with("e OK [COPYUID "), "a small copy fits: {out}");
+        assert!(
+            out.starts_with("e OK [COPYUID "),
+            "a small copy fits: {out}"
+        );
         let out = h.run(&mut s, "f MOVE 1 Trash\r\n").await;
         assert!(out.ends_with("f OK MOVE completed\r\n"), "{out}");
     }

@@ -339,7 +339,10 @@ mod tests {
         assert!(!pattern_matches("%a%a%a%a%a%a%a%a%b", &name));
         assert!(pattern_matches("*a*a*a*a*a*a*a*a*", &name));
         let long = "*a".repeat(MAX_PATTERN_LEN / 2);
-        assert!(!pattern_matches(&long, &"a".repeat(MAX_PATTERN_LEN / 2 - 1)));
+        assert!(!pattern_matches(
+            &long,
+            &"a".repeat(MAX_PATTERN_LEN / 2 - 1)
+        ));
         assert!(pattern_matches(&long, &"a".repeat(2000)));
         assert!(
             started.elapsed() < std::time::Duration::from_millis(500),
