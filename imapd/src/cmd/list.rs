@@ -23,6 +23,8 @@ pub const MAX_PATTERN_LEN: usize = 1024;
 pub struct ListPattern {
     /// The pattern bytes, each run of wildcards merged into one (`*` if it held a `*`).
     bytes: Vec<u8>,
+    /// How many bytes are not wildcards: a shorter name cannot match.
+    literals: usize,
 }
 
 impl ListPattern {
@@ -47,7 +49,8 @@ impl ListPattern {
                 }
             }
         }
-        Some(ListPattern { bytes })
+        let literals = bytes.iter().filter(|&&b| b != b'*' && b != b'%').count();
+        Some(ListPattern { bytes, literals })
     }
 
     /// Whether `name` matches.
@@ -55,6 +58,10 @@ impl ListPattern {
         let p = &self.bytes;
         if p.as_slice() == b"*" {
             return true;
+        }
+        // Also bounds the work below: at most `name.len()` literal steps to follow.
+        if name.len() < self.literals {
+            return false;
         }
         // States are pattern positions; wildcards are never adjacent, so the closure of a
         // state is itself plus, after a wildcard, the next position.
@@ -338,17 +345,18 @@ mod tests {
         assert!(!pattern_matches("*a*a*a*a*a*a*a*a*b", &name));
         assert!(!pattern_matches("%a%a%a%a%a%a%a%a%b", &name));
         assert!(pattern_matches("*a*a*a*a*a*a*a*a*", &name));
-        let long = "*a".repeat(MAX_PATTERN_LEN / 2);
-        assert!(!pattern_matches(
-            &long,
-            &"a".repeat(MAX_PATTERN_LEN / 2 - 1)
-        ));
-        assert!(pattern_matches(&long, &"a".repeat(2000)));
-        assert!(
-            started.elapsed() < std::time::Duration::from_millis(500),
-            "took {:?}",
-            started.elapsed()
-        );
+        // The longest patterns against the longest names the store allows (240 bytes),
+        // as a LIST over many mailboxes would run them.
+        let longest = ListPattern::new(&"*a".repeat(MAX_PATTERN_LEN / 2)).unwrap();
+        let busiest = ListPattern::new(&format!("{}b", "*a".repeat(119))).unwrap();
+        let name = "a".repeat(240);
+        for _ in 0..100 {
+            assert!(!longest.matches(&name));
+            assert!(!busiest.matches(&name));
+        }
+        assert!(pattern_matches(&"*a".repeat(120), &name));
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
         // Over the cap (after merging), a pattern is refused.
         assert!(ListPattern::new(&"ab".repeat(MAX_PATTERN_LEN)).is_none());
     }
