@@ -203,22 +203,13 @@ fn dns_prints_a_zone_fragment() {
 /// POP3 USER/PASS over plain TCP (the test config allows plaintext AUTH): did it log in?
 fn pop3_login(port: u16, user: &str, password: &str) -> bool {
     let mut c = common::LineClient::connect(port);
-    let mut line = || {
-        let mut l = String::new();
-        std::io::BufRead::read_line(&mut c.reader, &mut l).expect("read");
-        l
-    };
-    assert!(line().starts_with("+OK"));
-    drop(line);
+    assert!(c.line().starts_with("+OK"));
     c.send(format!("USER {user}\r\n").as_bytes());
-    let mut l = String::new();
-    std::io::BufRead::read_line(&mut c.reader, &mut l).expect("read");
-    if !l.starts_with("+OK") {
+    if !c.line().starts_with("+OK") {
         return false;
     }
     c.send(format!("PASS {password}\r\n").as_bytes());
-    let mut l = String::new();
-    std::io::BufRead::read_line(&mut c.reader, &mut l).expect("read");
+    let l = c.line();
     let ok = l.starts_with("+OK");
     c.send(b"QUIT\r\n");
     ok
@@ -226,7 +217,13 @@ fn pop3_login(port: u16, user: &str, password: &str) -> bool {
 
 fn deliver(s: &Setup, recipient: &str, message: &[u8]) -> std::process::Output {
     s.cli_bytes(
-        &["deliver", "--recipient", recipient, "--sender", "bob@example.org"],
+        &[
+            "deliver",
+            "--recipient",
+            recipient,
+            "--sender",
+            "bob@example.org",
+        ],
         message,
     )
 }
@@ -258,7 +255,11 @@ fn admin_commands_take_effect() {
     assert!(!list.contains("carol@localhost"), "{list}");
     assert!(list.contains("alice@localhost"), "{list}");
     assert!(!pop3_login(s.ports.pop3, "carol@localhost", "carol-pw"));
-    assert!(!deliver(&s, "carol@localhost", b"Subject: x\r\n\r\nx\r\n").status.success());
+    assert!(
+        !deliver(&s, "carol@localhost", b"Subject: x\r\n\r\nx\r\n")
+            .status
+            .success()
+    );
 
     // user quota: a message that fits is delivered, one past the quota is refused as a full
     // mailbox.
@@ -281,7 +282,11 @@ fn admin_commands_take_effect() {
     // Lifting the quota (0: none) lets it in.
     let out = s.cli(&["user", "quota", "alice@localhost", "0"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(deliver(&s, "alice@localhost", big.as_bytes()).status.success());
+    assert!(
+        deliver(&s, "alice@localhost", big.as_bytes())
+            .status
+            .success()
+    );
 
     // alias del: the alias delivers while it exists, and no longer afterwards.
     let out = s.cli(&["alias", "add", "team@localhost", "alice@localhost"], None);
@@ -297,20 +302,30 @@ fn admin_commands_take_effect() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!text(&s.cli(&["alias", "list"], None).stdout).contains("team@localhost"));
     let out = deliver(&s, "team@localhost", b"Subject: after del\r\n\r\nhi\r\n");
-    assert!(!out.status.success(), "mail to a deleted alias was delivered");
+    assert!(
+        !out.status.success(),
+        "mail to a deleted alias was delivered"
+    );
 
     // domain del: an empty domain goes, and then takes no users.
     let out = s.cli(&["domain", "add", "example.org"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = s.cli(&["domain", "del", "example.org"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&s.cli(&["domain", "list"], None).stdout), "localhost\n");
+    assert_eq!(
+        text(&s.cli(&["domain", "list"], None).stdout),
+        "localhost\n"
+    );
     let out = s.cli(
         &["user", "add", "dave@example.org", "--password-stdin"],
         Some("x\n"),
     );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("not a local domain"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a local domain"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// A one-message SMTP server on `listener`: returns the envelope and data it received.
@@ -403,16 +418,24 @@ fn queue_flush_sends_a_deferred_message_now() {
     let sink = one_message_sink(listener);
     let out = s.cli(&["queue", "flush"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).starts_with("1 recipient"), "{}", text(&out.stdout));
-    common::wait_until("the flushed delivery", std::time::Duration::from_secs(20), || {
-        sink.is_finished().then_some(())
-    });
+    assert!(
+        text(&out.stdout).starts_with("1 recipient"),
+        "{}",
+        text(&out.stdout)
+    );
+    common::wait_until(
+        "the flushed delivery",
+        std::time::Duration::from_secs(20),
+        || sink.is_finished().then_some(()),
+    );
     let received = sink.join().expect("sink");
-    assert!(received.contains("RCPT TO:<carol@remote.test>"), "{received}");
+    assert!(
+        received.contains("RCPT TO:<carol@remote.test>"),
+        "{received}"
+    );
     assert!(received.contains("Subject: flushed"), "{received}");
     common::wait_until("an empty queue", std::time::Duration::from_secs(15), || {
-        (!text(&s.cli(&["queue", "list"], None).stdout).contains("carol@remote.test"))
-            .then_some(())
+        (!text(&s.cli(&["queue", "list"], None).stdout).contains("carol@remote.test")).then_some(())
     });
 }
 
@@ -440,10 +463,16 @@ fn dns_check_reports_each_record() {
             .to_string()
     };
     assert!(line(" MX ").starts_with("ok "), "{report}");
-    assert!(line("_dmarc.example.org.").starts_with("MISSING "), "{report}");
+    assert!(
+        line("_dmarc.example.org.").starts_with("MISSING "),
+        "{report}"
+    );
     let spf = report
         .lines()
         .find(|l| l.contains("TXT") && l.contains(" example.org."))
         .unwrap_or_else(|| panic!("no SPF line in:\n{report}"));
-    assert!(spf.starts_with("WRONG ") && spf.contains("v=spf1 -all"), "{report}");
+    assert!(
+        spf.starts_with("WRONG ") && spf.contains("v=spf1 -all"),
+        "{report}"
+    );
 }

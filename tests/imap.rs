@@ -29,7 +29,11 @@ fn imap_extensions_with_imaplib() {
     let s = Setup::new("", "");
     s.add_user("alice@localhost", "wonderland");
     let out = s.cli(&["user", "quota", "alice@localhost", "1M"], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _server = s.start("serve", s.ports.imaps);
     let out = python(
         "imap_extensions.py",

@@ -195,25 +195,36 @@ fn postfix_lmtp_client_delivers_into_hermod() {
         &["alice@localhost", "ghost@localhost"],
         body,
     );
-    let stored = wait_until("the message in alice's INBOX", Duration::from_secs(30), || {
-        maildir_messages(&s.data_dir(), "localhost", "alice")
-            .into_iter()
-            .find(|m| m.contains("Subject: through Postfix"))
-    });
+    let stored = wait_until(
+        "the message in alice's INBOX",
+        Duration::from_secs(30),
+        || {
+            maildir_messages(&s.data_dir(), "localhost", "alice")
+                .into_iter()
+                .find(|m| m.contains("Subject: through Postfix"))
+        },
+    );
     // Postfix's own trace header, then the message as sent (dot-unstuffed once).
     assert!(stored.contains("by postfix.test (Postfix)"), "{stored}");
     assert!(
         stored.ends_with("line one\r\n.a line starting with a dot\r\nlast line\r\n"),
         "{stored:?}"
     );
-    assert!(stored.starts_with("Return-Path: <bob@postfix.test>"), "{stored}");
+    assert!(
+        stored.starts_with("Return-Path: <bob@postfix.test>"),
+        "{stored}"
+    );
     // Postfix logs both outcomes of the one LMTP transaction.
     let relay = format!("relay=127.0.0.1[127.0.0.1]:{}", s.ports.lmtp);
-    let log = wait_until("Postfix's log of both recipients", Duration::from_secs(30), || {
-        let log = postfix.log();
-        (log.contains("to=<ghost@localhost>") && log.contains("to=<alice@localhost>"))
-            .then_some(log)
-    });
+    let log = wait_until(
+        "Postfix's log of both recipients",
+        Duration::from_secs(30),
+        || {
+            let log = postfix.log();
+            (log.contains("to=<ghost@localhost>") && log.contains("to=<alice@localhost>"))
+                .then_some(log)
+        },
+    );
     let line_of = |rcpt: &str| {
         log.lines()
             .find(|l| l.contains(&format!("to=<{rcpt}>")) && l.contains("/lmtp["))
@@ -221,7 +232,10 @@ fn postfix_lmtp_client_delivers_into_hermod() {
             .to_string()
     };
     let alice = line_of("alice@localhost");
-    assert!(alice.contains(&relay) && alice.contains("status=sent"), "{alice}");
+    assert!(
+        alice.contains(&relay) && alice.contains("status=sent"),
+        "{alice}"
+    );
     let ghost = line_of("ghost@localhost");
     assert!(
         ghost.contains(&relay) && ghost.contains("status=bounced") && ghost.contains(" 550"),
@@ -278,13 +292,24 @@ fn outbound_delivery_into_postfix_smtp_sink() {
     let _hermod = s.start("serve", s.ports.smtp);
     let message = "From: alice@localhost\r\nTo: carol@remote.test\r\nSubject: to a real MTA\r\n\
                    \r\nfirst line\r\n..dotted line\r\nend\r\n";
-    smtp_send(s.ports.smtp, "alice@localhost", &["carol@remote.test"], message);
+    smtp_send(
+        s.ports.smtp,
+        "alice@localhost",
+        &["carol@remote.test"],
+        message,
+    );
     let dumped = wait_until("the message at smtp-sink", Duration::from_secs(30), || {
         let text = std::fs::read_to_string(&dump).unwrap_or_default();
         text.contains("end\n").then_some(text)
     });
-    assert!(dumped.contains("X-Mail-Args: <alice@localhost>"), "{dumped}");
-    assert!(dumped.contains("X-Rcpt-Args: <carol@remote.test>"), "{dumped}");
+    assert!(
+        dumped.contains("X-Mail-Args: <alice@localhost>"),
+        "{dumped}"
+    );
+    assert!(
+        dumped.contains("X-Rcpt-Args: <carol@remote.test>"),
+        "{dumped}"
+    );
     assert!(dumped.contains("X-Helo-Args: mx.hermod.test"), "{dumped}");
     assert!(dumped.contains("Subject: to a real MTA"), "{dumped}");
     // The line starting with a dot survives both hops' dot-stuffing (smtp-sink unstuffs).

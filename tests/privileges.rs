@@ -71,7 +71,11 @@ fn root_drops_to_run_as_user_after_binding() {
         &["deliver", "--recipient", "alice@localhost"],
         b"Subject: low port\r\n\r\nhello\r\n",
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let server = s.start("pop3d", port);
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
     let uids = status_ids(&status, "Uid:");
@@ -100,17 +104,10 @@ fn root_drops_to_run_as_user_after_binding() {
     assert_eq!(meta.uid(), nobody_uid);
     // The unprivileged process serves the port it bound as root: a POP3 login and RETR.
     let mut c = LineClient::connect(port);
-    let mut line = || {
-        let mut l = String::new();
-        std::io::BufRead::read_line(&mut c.reader, &mut l).unwrap();
-        l
-    };
-    assert!(line().starts_with("+OK"));
-    drop(line);
+    assert!(c.line().starts_with("+OK"));
     for cmd in ["USER alice@localhost", "PASS pw", "STAT"] {
         c.send(format!("{cmd}\r\n").as_bytes());
-        let mut l = String::new();
-        std::io::BufRead::read_line(&mut c.reader, &mut l).unwrap();
+        let l = c.line();
         assert!(l.starts_with("+OK"), "{cmd}: {l}");
         if cmd == "STAT" {
             assert!(l.starts_with("+OK 1 "), "{l}");
@@ -119,11 +116,14 @@ fn root_drops_to_run_as_user_after_binding() {
     c.send(b"RETR 1\r\n");
     let mut text = String::new();
     loop {
-        let mut l = String::new();
-        if std::io::BufRead::read_line(&mut c.reader, &mut l).unwrap() == 0 || l == ".\r\n" {
+        let l = c.line();
+        if l.is_empty() || l == ".\r\n" {
             break;
         }
         text.push_str(&l);
     }
-    assert!(text.starts_with("+OK") && text.contains("Subject: low port"), "{text}");
+    assert!(
+        text.starts_with("+OK") && text.contains("Subject: low port"),
+        "{text}"
+    );
 }

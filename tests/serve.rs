@@ -24,8 +24,8 @@ fn fingerprint(log: &str) -> String {
 fn serve_dev_starts_logs_and_stops_cleanly() {
     let s = Setup::new("", "");
     let mut server = s.start("serve", s.ports.imap);
-    // Give the start-up lines a moment to reach the log reader.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // `start` waited for "hermod started", which is logged after the listeners and the
+    // certificate: those lines are in the log already.
     let log = server.log();
     for port in [
         s.ports.smtp,
@@ -58,7 +58,6 @@ fn serve_dev_starts_logs_and_stops_cleanly() {
 
     // A second start reuses the certificate; SIGINT also exits 0.
     let mut again = s.start("serve", s.ports.imap);
-    std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(fingerprint(&again.log()), fp);
     let status = again.signal_and_wait("INT");
     assert!(status.success(), "exit status after SIGINT: {status}");
@@ -137,7 +136,10 @@ fn sigterm_lets_a_session_in_progress_finish() {
             .success()
     );
     common::wait_until("the SIGTERM log line", Duration::from_secs(10), || {
-        server.log().contains("SIGTERM: shutting down").then_some(())
+        server
+            .log()
+            .contains("SIGTERM: shutting down")
+            .then_some(())
     });
     // No new sessions while the old one finishes.
     common::wait_until("the listener to close", Duration::from_secs(5), || {
@@ -145,7 +147,10 @@ fn sigterm_lets_a_session_in_progress_finish() {
             .is_err()
             .then_some(())
     });
-    assert!(server.child.try_wait().unwrap().is_none(), "exited before the session ended");
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "exited before the session ended"
+    );
     c.send(b"second half\r\n.\r\n");
     let (code, text) = c.reply().expect("reply to the data");
     assert_eq!(code, 250, "{text}");
@@ -161,10 +166,17 @@ fn sigterm_lets_a_session_in_progress_finish() {
     );
     // The acknowledged message is delivered (now, or by the next start from the queue).
     let _again = s.start("serve", s.ports.smtp);
-    let stored = common::wait_until("the message in bob's INBOX", Duration::from_secs(15), || {
-        common::maildir_messages(&s.data_dir(), "localhost", "bob")
-            .into_iter()
-            .find(|m| m.contains("Subject: finished after SIGTERM"))
-    });
-    assert!(stored.ends_with("first half\r\nsecond half\r\n"), "{stored:?}");
+    let stored = common::wait_until(
+        "the message in bob's INBOX",
+        Duration::from_secs(15),
+        || {
+            common::maildir_messages(&s.data_dir(), "localhost", "bob")
+                .into_iter()
+                .find(|m| m.contains("Subject: finished after SIGTERM"))
+        },
+    );
+    assert!(
+        stored.ends_with("first half\r\nsecond half\r\n"),
+        "{stored:?}"
+    );
 }

@@ -81,12 +81,16 @@ fn swaks_submission() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    common::wait_until("the swaks message in bob's INBOX", Duration::from_secs(15), || {
-        common::maildir_messages(&s.data_dir(), "localhost", "bob")
-            .iter()
-            .any(|m| m.contains("Subject: via swaks") && m.contains("swaks body"))
-            .then_some(())
-    });
+    common::wait_until(
+        "the swaks message in bob's INBOX",
+        Duration::from_secs(15),
+        || {
+            common::maildir_messages(&s.data_dir(), "localhost", "bob")
+                .iter()
+                .any(|m| m.contains("Subject: via swaks") && m.contains("swaks body"))
+                .then_some(())
+        },
+    );
     let out = swaks(&[
         "--port",
         &port,
@@ -131,7 +135,11 @@ fn bare_lf_dot_does_not_end_data_over_the_wire() {
         replies.push((code, text));
     }
     let codes: Vec<u16> = replies.iter().map(|r| r.0).collect();
-    assert_eq!(codes.len(), 2, "one reply to the data, one to QUIT: {replies:?}");
+    assert_eq!(
+        codes.len(),
+        2,
+        "one reply to the data, one to QUIT: {replies:?}"
+    );
     assert_eq!(codes[1], 221, "{replies:?}");
     assert!(codes[0] == 250 || codes[0] >= 500, "{replies:?}");
     if codes[0] == 250 {

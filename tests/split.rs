@@ -39,11 +39,15 @@ fn mta_hands_over_lmtp_to_mda_and_imapd_idle_hears_it() {
             server.log()
         );
     }
-    wait_until("the MTA's LMTP hand-over line", Duration::from_secs(10), || {
-        mta.log()
-            .contains(&format!("local delivery over LMTP lmtp=127.0.0.1:{lmtp}"))
-            .then_some(())
-    });
+    wait_until(
+        "the MTA's LMTP hand-over line",
+        Duration::from_secs(10),
+        || {
+            mta.log()
+                .contains(&format!("local delivery over LMTP lmtp=127.0.0.1:{lmtp}"))
+                .then_some(())
+        },
+    );
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/idle_wait.py");
     let mut idle = Command::new("python3")
@@ -90,5 +94,9 @@ fn mta_hands_over_lmtp_to_mda_and_imapd_idle_hears_it() {
         mda_log.contains("delivered to=<alice@localhost> mailbox=INBOX"),
         "{mda_log}"
     );
-    assert!(!mta.log().contains("delivered to=<alice@localhost>"), "{}", mta.log());
+    assert!(
+        !mta.log().contains("delivered to=<alice@localhost>"),
+        "{}",
+        mta.log()
+    );
 }

@@ -6,7 +6,6 @@ mod outbound_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use hermod_mta::Queue;
 use hermod_mta::envelope::Notify;
@@ -280,7 +279,9 @@ async fn a_bounce_that_fails_is_dropped_not_bounced() {
     })
     .await;
     assert_eq!(
-        stats.recipients_bounced.load(std::sync::atomic::Ordering::Relaxed),
+        stats
+            .recipients_bounced
+            .load(std::sync::atomic::Ordering::Relaxed),
         1,
         "the recipient was refused and bounced"
     );

@@ -51,7 +51,8 @@ impl FakeDns {
                     match zone.get(&key(&q.name().to_ascii())) {
                         None => reply.metadata.response_code = ResponseCode::NXDomain,
                         Some(records) => {
-                            for rdata in records.iter().filter(|r| r.record_type() == q.query_type())
+                            for rdata in
+                                records.iter().filter(|r| r.record_type() == q.query_type())
                             {
                                 reply.add_answer(Record::from_rdata(
                                     q.name().clone(),

@@ -359,6 +359,13 @@ impl LineClient {
         self.writer.write_all(bytes).expect("write");
     }
 
+    /// One line (POP3 and the like); empty at end of stream.
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("read line");
+        line
+    }
+
     /// One SMTP reply (all its lines): the code and the text, or None at end of stream.
     pub fn reply(&mut self) -> Option<(u16, String)> {
         let mut text = String::new();

@@ -250,7 +250,10 @@ mod tests {
         .unwrap();
         let t = Instant::now();
         let again = MboxLock::exclusive(&mbox, Duration::from_secs(2)).unwrap();
-        assert!(t.elapsed() < Duration::from_secs(1), "waited on a stale lock");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "waited on a stale lock"
+        );
         // The dead process's lock was replaced by ours, and ours goes with the lock.
         let owner = fs::read_to_string(dir.path().join("box.lock")).unwrap();
         assert_eq!(owner, format!("{} {}\n", std::process::id(), our_host()));
