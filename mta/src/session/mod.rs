@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hermod_common::sasl;
+use hermod_common::{log_escape, sasl};
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
 use smtp_proto::{EhloResponse, MailFrom, RcptTo, Request};
 
@@ -639,6 +639,19 @@ impl<B: SessionBackend> Session<B> {
         } else {
             match self.check_address_syntax(&from.address, smtputf8) {
                 Err(r) => return self.send(out, r.unwrap_or_else(bad_sender)),
+                // Reports to this sender would go inside a network: see crate::ip_literal.
+                Ok((_, domain))
+                    if !self.conn.relay_allowed
+                        && crate::ip_literal::is_forbidden_literal_domain(domain) =>
+                {
+                    tracing::info!(peer = %self.conn.peer,
+                        sender = %log_escape::escape(&*from.address),
+                        "internal address literal refused as sender");
+                    return self.send(
+                        out,
+                        Reply::new(553, [5, 1, 8], "Sender address literal not accepted"),
+                    );
+                }
                 Ok((local, domain)) => address::normalize(local, domain),
             }
         };
@@ -772,6 +785,13 @@ impl<B: SessionBackend> Session<B> {
         let (local, domain) = self
             .check_address_syntax(raw, smtputf8)
             .map_err(|r| r.unwrap_or_else(bad_syntax))?;
+        if !self.conn.relay_allowed && crate::ip_literal::is_forbidden_literal_domain(domain) {
+            return Err(Reply::new(
+                550,
+                [5, 7, 1],
+                "Recipient address literal not accepted",
+            ));
+        }
         let domain_lc = domain.to_lowercase();
         let is_local = !address::is_address_literal(domain)
             && self
@@ -965,7 +985,8 @@ impl<B: SessionBackend> Session<B> {
                 self.send(out, Reply::new(235, [2, 7, 0], "Authentication successful"));
             }
             Ok(AuthOutcome::Failure) => {
-                tracing::warn!(peer = %self.conn.peer, login = %credentials.login,
+                tracing::warn!(peer = %self.conn.peer,
+                    login = %log_escape::escape(&credentials.login),
                     "smtp auth failed");
                 self.send(out, bad_credentials());
             }
@@ -1079,9 +1100,9 @@ impl<B: SessionBackend> Session<B> {
         };
         match stored {
             Ok(()) => {
-                tracing::info!(queue_id = %id, from = %envelope.sender,
+                tracing::info!(queue_id = %id, from = %log_escape::escape(&envelope.sender),
                     nrcpt = envelope.recipients.len(), size,
-                    client = %envelope.client, "message accepted");
+                    client = %log_escape::escape(&envelope.client), "message accepted");
                 self.send(
                     out,
                     Reply::new(250, [2, 0, 0], format!("Ok: queued as {id}")),
