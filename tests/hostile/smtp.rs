@@ -205,3 +205,195 @@ fn big_message_is_spooled_and_delivered_intact() {
     assert!(delivered[pos..] == expected, "content changed on the way");
     let _ = common::BIN;
 }
+
+/// A connection to `port` on 127.0.0.1 from the source address `source` (any 127.x.y.z: the
+/// whole of 127/8 is this machine), so one test can be several client networks.
+fn connect_from(source: [u8; 4], port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let sockaddr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns; the sockaddr_in values
+    // live across the calls that read them.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = sockaddr(source, 0);
+        let bound = libc::bind(fd, (&raw const local).cast(), len);
+        assert_eq!(bound, 0, "bind {source:?}");
+        let remote = sockaddr([127, 0, 0, 1], port);
+        let connected = libc::connect(fd, (&raw const remote).cast(), len);
+        assert_eq!(connected, 0, "connect from {source:?}");
+        stream
+    }
+}
+
+impl Smtp {
+    fn connect_from(source: [u8; 4], port: u16) -> Smtp {
+        let stream = connect_from(source, port);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let writer = stream.try_clone().unwrap();
+        let mut smtp = Smtp {
+            reader: BufReader::new(stream),
+            writer,
+        };
+        assert!(smtp.reply().starts_with("220"));
+        assert!(smtp.cmd("EHLO client.example").starts_with("250"));
+        smtp
+    }
+
+    /// AUTH PLAIN; the reply and how long it took.
+    fn auth(&mut self, login: &str, password: &str) -> (String, Duration) {
+        let token = plain_token(login, password);
+        let start = Instant::now();
+        let reply = self.cmd(&format!("AUTH PLAIN {token}"));
+        (reply, start.elapsed())
+    }
+}
+
+fn plain_token(login: &str, password: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let raw = format!("\0{login}\0{password}").into_bytes();
+    let mut out = String::new();
+    for chunk in raw.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Submission without TLS (allowed for the test), 3 free failures before delays start.
+fn auth_setup() -> Setup {
+    let s = Setup::new(
+        "allow_plaintext_auth = true",
+        "[limits]\nauth_failures_before_delay = 3",
+    );
+    s.add_user("alice@localhost", "wonderland");
+    s.add_user("bob@localhost", "builder");
+    s
+}
+
+/// A throttled answer waits at least a second; an unthrottled one comes at once.
+const THROTTLED: Duration = Duration::from_millis(900);
+
+#[test]
+fn respelled_logins_share_one_throttle() {
+    let s = auth_setup();
+    let _server = s.start("serve", s.ports.submission);
+    let port = s.ports.submission;
+    // Each spelling from its own address: only the account ties them together.
+    for (i, login) in ["alice@localhost.", " alice@localhost", "ALICE@LOCALHOST"]
+        .iter()
+        .enumerate()
+    {
+        let mut c = Smtp::connect_from([127, 0, 0, 2 + i as u8], port);
+        let (reply, took) = c.auth(login, "guess");
+        assert!(reply.starts_with("535"), "{login}: {reply}");
+        assert!(took < THROTTLED, "{login} throttled already: {took:?}");
+    }
+    // The next guess for the account, from yet another address, in yet another spelling.
+    let mut c = Smtp::connect_from([127, 0, 0, 9], port);
+    let (reply, took) = c.auth("alice@localhost", "guess");
+    assert!(reply.starts_with("535"), "{reply}");
+    assert!(took >= THROTTLED, "not throttled: answered in {took:?}");
+}
+
+#[test]
+fn another_accounts_good_login_does_not_reset_the_throttle() {
+    let s = auth_setup();
+    let _server = s.start("serve", s.ports.submission);
+    let port = s.ports.submission;
+    let attacker = [127, 0, 0, 20];
+    // Spraying guesses over accounts from one address...
+    for n in 1..=3 {
+        let mut c = Smtp::connect_from(attacker, port);
+        let (reply, _) = c.auth(&format!("ghost{n}@localhost"), "guess");
+        assert!(reply.starts_with("535"), "{reply}");
+    }
+    // ...then logging in to an account of one's own from the same address...
+    let mut c = Smtp::connect_from(attacker, port);
+    let (reply, _) = c.auth("bob@localhost", "builder");
+    assert!(reply.starts_with("235"), "{reply}");
+    // ...leaves the address throttled.
+    let mut c = Smtp::connect_from(attacker, port);
+    let (reply, took) = c.auth("ghost4@localhost", "guess");
+    assert!(reply.starts_with("535"), "{reply}");
+    assert!(took >= THROTTLED, "throttle was reset: answered in {took:?}");
+    // Someone else is not affected.
+    let mut c = Smtp::connect_from([127, 0, 0, 21], port);
+    let (reply, took) = c.auth("alice@localhost", "wonderland");
+    assert!(reply.starts_with("235"), "{reply}");
+    assert!(took < THROTTLED, "{took:?}");
+}
+
+/// `x@"[10.0.0.5]"` is how a client gets an address literal past the parser (it removes the
+/// quotes); from outside mynetworks it is refused at MAIL FROM, so nothing is ever queued that
+/// could send a report there.
+#[test]
+fn internal_address_literal_sender_is_refused() {
+    let s = Setup::new("mynetworks = []", "");
+    s.add_user("alice@localhost", "wonderland");
+    let server = s.start("serve", s.ports.smtp);
+    for sender in [
+        "x@\"[10.0.0.5]\"",
+        "x@\"[127.0.0.1]\"",
+        "x@\"[IPv6:::1]\"",
+        "x@[10.0.0.5]",
+    ] {
+        let mut c = Smtp::connect(s.ports.smtp);
+        assert!(c.cmd("EHLO attacker.example").starts_with("250"));
+        let reply = c.cmd(&format!("MAIL FROM:<{sender}> RET=FULL"));
+        assert!(
+            reply.starts_with("553 5.1.8") || reply.starts_with("501"),
+            "{sender}: {reply}"
+        );
+        assert!(
+            c.cmd("RCPT TO:<alice@localhost> NOTIFY=SUCCESS")
+                .starts_with("503"),
+            "{sender}: a transaction was opened"
+        );
+    }
+    assert!(
+        server.log().contains("internal address literal refused"),
+        "the refusal is logged"
+    );
+}
+
+/// CR and LF in a SASL login cannot forge a log line.
+#[test]
+fn login_with_line_breaks_cannot_forge_log_lines() {
+    let s = auth_setup();
+    let server = s.start("serve", s.ports.submission);
+    let mut c = Smtp::connect_from([127, 0, 0, 30], s.ports.submission);
+    let (reply, _) = c.auth("x\r\nFORGED INFO login ok user=root", "guess");
+    assert!(reply.starts_with("535"), "{reply}");
+    let mut c = Smtp::connect_from([127, 0, 0, 30], s.ports.submission);
+    assert!(c.cmd("QUIT").starts_with("221"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("FORGED") {
+        assert!(Instant::now() < deadline, "the failure was not logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = server.log();
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED")),
+        "a forged line: {log}"
+    );
+    assert!(log.contains("x\\r\\nFORGED"), "{log}");
+}
