@@ -203,7 +203,6 @@ fn big_message_is_spooled_and_delivered_intact() {
         .expect("the message's header");
     assert_eq!(delivered[pos..].len(), expected.len());
     assert!(delivered[pos..] == expected, "content changed on the way");
-    let _ = common::BIN;
 }
 
 /// A connection to `port` on 127.0.0.1 from the source address `source` (any 127.x.y.z: the
@@ -265,7 +264,11 @@ fn plain_token(login: &str, password: &str) -> String {
     let raw = format!("\0{login}\0{password}").into_bytes();
     let mut out = String::new();
     for chunk in raw.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {
@@ -289,13 +292,23 @@ fn auth_setup() -> Setup {
     s
 }
 
-/// A throttled answer waits at least a second; an unthrottled one comes at once.
+/// A throttled answer waits at least a second.
 const THROTTLED: Duration = Duration::from_millis(900);
+
+/// The "throttling login" lines of the log that name `needle` (a client address).
+fn throttle_lines(server: &common::Server, needle: &str) -> Vec<String> {
+    server
+        .log()
+        .lines()
+        .filter(|l| l.contains("throttling login") && l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
 
 #[test]
 fn respelled_logins_share_one_throttle() {
     let s = auth_setup();
-    let _server = s.start("serve", s.ports.submission);
+    let server = s.start("serve", s.ports.submission);
     let port = s.ports.submission;
     // Each spelling from its own address: only the account ties them together.
     for (i, login) in ["alice@localhost.", " alice@localhost", "ALICE@LOCALHOST"]
@@ -305,19 +318,26 @@ fn respelled_logins_share_one_throttle() {
         let mut c = Smtp::connect_from([127, 0, 0, 2 + i as u8], port);
         let (reply, took) = c.auth(login, "guess");
         assert!(reply.starts_with("535"), "{login}: {reply}");
-        assert!(took < THROTTLED, "{login} throttled already: {took:?}");
+        assert!(
+            throttle_lines(&server, &format!("127.0.0.{}", 2 + i)).is_empty(),
+            "{login} throttled already ({took:?})"
+        );
     }
     // The next guess for the account, from yet another address, in yet another spelling.
     let mut c = Smtp::connect_from([127, 0, 0, 9], port);
     let (reply, took) = c.auth("alice@localhost", "guess");
     assert!(reply.starts_with("535"), "{reply}");
-    assert!(took >= THROTTLED, "not throttled: answered in {took:?}");
+    assert!(
+        !throttle_lines(&server, "127.0.0.9").is_empty(),
+        "not throttled: answered in {took:?}"
+    );
+    assert!(took >= THROTTLED, "{took:?}");
 }
 
 #[test]
 fn another_accounts_good_login_does_not_reset_the_throttle() {
     let s = auth_setup();
-    let _server = s.start("serve", s.ports.submission);
+    let server = s.start("serve", s.ports.submission);
     let port = s.ports.submission;
     let attacker = [127, 0, 0, 20];
     // Spraying guesses over accounts from one address...
@@ -334,12 +354,18 @@ fn another_accounts_good_login_does_not_reset_the_throttle() {
     let mut c = Smtp::connect_from(attacker, port);
     let (reply, took) = c.auth("ghost4@localhost", "guess");
     assert!(reply.starts_with("535"), "{reply}");
-    assert!(took >= THROTTLED, "throttle was reset: answered in {took:?}");
+    assert!(
+        throttle_lines(&server, "127.0.0.20")
+            .iter()
+            .any(|l| l.contains("ghost4@localhost")),
+        "throttle was reset: answered in {took:?}"
+    );
+    assert!(took >= THROTTLED, "{took:?}");
     // Someone else is not affected.
     let mut c = Smtp::connect_from([127, 0, 0, 21], port);
-    let (reply, took) = c.auth("alice@localhost", "wonderland");
+    let (reply, _) = c.auth("alice@localhost", "wonderland");
     assert!(reply.starts_with("235"), "{reply}");
-    assert!(took < THROTTLED, "{took:?}");
+    assert!(throttle_lines(&server, "127.0.0.21").is_empty());
 }
 
 /// `x@"[10.0.0.5]"` is how a client gets an address literal past the parser (it removes the
