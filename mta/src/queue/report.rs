@@ -284,3 +284,24 @@ impl Reporter<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_report_to_the_null_sender_or_an_internal_literal() {
+        assert!(may_report_to("alice@example.org"));
+        assert!(may_report_to("x@[192.0.43.8]"));
+        for sender in [
+            "",
+            "x@[10.0.0.5]",
+            "x@[127.0.0.1]",
+            "x@[IPv6:::1]",
+            "x@[IPv6:fd00::5]",
+            "x@[junk]",
+        ] {
+            assert!(!may_report_to(sender), "{sender:?}");
+        }
+    }
+}
