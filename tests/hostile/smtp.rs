@@ -160,7 +160,7 @@ fn big_message_is_spooled_and_delivered_intact() {
     let mut n = 0u64;
     while body.len() < 3_000_000 {
         // Bare LFs now and then: they are made CRLF across the spool's pieces too.
-        let ending: &[u8] = if n % 7 == 0 { b"\n" } else { b"\r\n" };
+        let ending: &[u8] = if n.is_multiple_of(7) { b"\n" } else { b"\r\n" };
         body.extend_from_slice(format!("line {n:08} of the big message").as_bytes());
         body.extend_from_slice(ending);
         n += 1;

@@ -39,12 +39,7 @@ fn is_current(file: &File, path: &Path) -> io::Result<bool> {
 
 /// Opens `path` and takes an fcntl lock of `kind`, again and again while the locked file is
 /// no longer the one at `path`.
-fn open_locked(
-    path: &Path,
-    kind: libc::c_int,
-    write: bool,
-    deadline: Instant,
-) -> Result<File> {
+fn open_locked(path: &Path, kind: libc::c_int, write: bool, deadline: Instant) -> Result<File> {
     loop {
         let file = OpenOptions::new().read(true).write(write).open(path)?;
         wait_for_ofd_lock(&file, kind, path, deadline)?;

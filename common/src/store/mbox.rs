@@ -2,7 +2,7 @@
 //! compaction. Blocking functions over an already locked file.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
@@ -336,10 +336,9 @@ pub(super) fn rewrite_without(
     use std::os::unix::fs::PermissionsExt;
     let total = file.metadata()?.len();
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map_or_else(
-        || "mbox".to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = path
+        .file_name()
+        .map_or_else(|| "mbox".to_string(), |n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{name}.expunge-{:016x}", rand::random::<u64>()));
     let mut new = std::fs::OpenOptions::new()
         .read(true)
@@ -381,6 +380,7 @@ fn copy_range(from: &File, to: &mut File, start: u64, end: u64) -> io::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn mboxrd_quoting_round_trips() {

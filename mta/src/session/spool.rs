@@ -72,6 +72,10 @@ impl Body {
         self.received
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.received == 0
+    }
+
     /// Accounts for what the receiver appended since the last call (`before`: the buffer
     /// length then) and moves the buffer to the spool file once it passes the threshold.
     pub fn ingested(&mut self, before: usize) {
