@@ -13,6 +13,8 @@ pub mod dns_records;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod log_escape;
+pub mod login_throttle;
 pub mod metrics;
 pub mod net;
 pub mod password;

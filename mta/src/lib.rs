@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod envelope;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ip_literal;
 pub mod lmtp_client;
 pub mod mda_delivery;
 pub mod outbound;
