@@ -4,8 +4,11 @@
 
 use std::path::Path;
 
+/// A fuzz target's function: arbitrary bytes in, no panic, no hang.
+type Target = fn(&[u8]);
+
 /// Every fuzz target, by its name in fuzz/Cargo.toml, and the function it calls.
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+const TARGETS: &[(&str, Target)] = &[
     ("smtp_session", hermod_mta::fuzzing::session),
     ("lmtp_session", hermod_mda::fuzzing::lmtp_session),
     ("imap_session", hermod_imapd::fuzzing::session),
