@@ -5,7 +5,8 @@
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`) and a C compiler. The toolchain is stable:
 # RUSTC_BOOTSTRAP=1 lets it take the nightly flags libFuzzer needs, and `-s none` builds
-# without a sanitizer (stable has none); release code with debug assertions (-O).
+# without a sanitizer (stable has none); release code (-O) without debug assertions, as in
+# production (mail-parser has a debug_assert! that malformed MIME trips, see Cargo.toml).
 # The corpus of each target is fuzz/corpus/<target>/ (seeds from seeds/make_seeds.py plus
 # what the fuzzer found, minimized with -merge=1); crashes land in fuzz/artifacts/<target>/:
 # copy each reproducer to fuzz/regressions/<target>/ so `cargo test` replays it.
