@@ -182,10 +182,13 @@ pub(crate) struct Reply {
 
 impl Reply {
     /// The end of a command over a message set (FETCH, SEARCH, SORT, THREAD and their UID
-    /// forms): NO [EXPUNGEISSUED] if some messages were gone, else OK.
+    /// forms). Messages another session expunged, not yet reported to this one, are left
+    /// out and the command still succeeds with what it could return, flagged
+    /// OK [EXPUNGEISSUED] (RFC 2180 section 4.1, RFC 5530): a NO would make clients drop
+    /// the data of every other message, and they retry such a NO in a loop.
     pub fn completed(command: &str, uid: bool, expunged: bool, sync: Sync) -> Reply {
         let reply = if expunged {
-            Reply::no("Some messages were expunged").code("EXPUNGEISSUED")
+            Reply::ok("Some messages were expunged").code("EXPUNGEISSUED")
         } else if uid {
             Reply::ok(format!("UID {command} completed"))
         } else {
@@ -778,7 +781,14 @@ impl Session {
             }
         }
         let mut added = false;
-        let mut new_keywords = false;
+        // Keywords first, so `* FLAGS` can precede the FETCH lines that use them (RFC 3501
+        // section 7.2.6).
+        let gone = sel.vanished.clone();
+        announce_keywords(
+            sel,
+            changes.changed.iter().filter(|m| !gone.contains(&m.uid)),
+            out,
+        );
         for m in changes.changed {
             match sel.index_of(m.uid) {
                 Some(i) => {
@@ -793,9 +803,6 @@ impl Session {
                     let recent = old.recent;
                     *old = MessageMeta { recent, ..m };
                     if differs {
-                        for k in &old.keywords {
-                            new_keywords |= sel.keywords.insert(k.clone());
-                        }
                         let b = out.buf();
                         b.extend_from_slice(b"* ");
                         wire::number(b, (i + 1) as u64);
@@ -812,9 +819,6 @@ impl Session {
                     }
                 }
                 None if m.uid > sel.max_uid() => {
-                    for k in &m.keywords {
-                        new_keywords |= sel.keywords.insert(k.clone());
-                    }
                     sel.msgs.push(m);
                     added = true;
                 }
@@ -827,9 +831,6 @@ impl Session {
             let mut gone = std::mem::take(&mut sel.vanished);
             gone.sort_unstable();
             report_expunged(sel, &gone, self.enabled.qresync, out);
-        }
-        if new_keywords {
-            out.untagged(&format!("FLAGS ({})", flag_list(&sel.keywords)));
         }
         if added {
             out.untagged(&format!("{} EXISTS", sel.msgs.len()));
@@ -858,6 +859,32 @@ impl Session {
             self.sync(out, true).await?;
         }
         Ok(())
+    }
+}
+
+/// Adds the keywords of `msgs` to those the client knows; if some are new, sends `* FLAGS`
+/// and PERMANENTFLAGS now, before any FETCH that shows them (RFC 3501 section 7.2.6).
+pub(crate) fn announce_keywords<'a>(
+    sel: &mut Selected,
+    msgs: impl IntoIterator<Item = &'a MessageMeta>,
+    out: &mut Out<'_>,
+) {
+    let mut new_keywords = false;
+    for m in msgs {
+        for k in &m.keywords {
+            if !sel.keywords.contains(k) {
+                new_keywords |= sel.keywords.insert(k.clone());
+            }
+        }
+    }
+    if new_keywords {
+        let flags = flag_list(&sel.keywords);
+        out.untagged(&format!("FLAGS ({flags})"));
+        if !sel.read_only {
+            out.untagged(&format!(
+                "OK [PERMANENTFLAGS ({flags} \\*)] Flags permitted"
+            ));
+        }
     }
 }
 
@@ -1004,6 +1031,21 @@ mod tests {
         }
         let out = h.run(&mut s, "z NOOP\r\n").await;
         assert!(out.ends_with("z OK NOOP completed\r\n"), "{out}");
+    }
+
+    /// Another session's new keyword: `* FLAGS` comes before the FETCH that uses it.
+    #[tokio::test]
+    async fn keyword_of_another_session_is_announced_before_its_fetch() {
+        let h = Harness::new().await;
+        h.deliver("INBOX", &message("one", "body")).await;
+        let mut a = h.selected("INBOX").await;
+        let mut b = h.selected("INBOX").await;
+        h.run(&mut b, "x STORE 1 +FLAGS ($Label2)\r\n").await;
+        let out = h.run(&mut a, "n NOOP\r\n").await;
+        let flags = out.find("* FLAGS (").expect(&out);
+        let fetch = out.find("* 1 FETCH").expect(&out);
+        assert!(flags < fetch, "{out}");
+        assert!(out.contains("$Label2"), "{out}");
     }
 
     /// The skipped look after a command (nothing committed since the last one) never

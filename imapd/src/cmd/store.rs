@@ -7,7 +7,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 
 use crate::output::Out;
 use crate::sequence;
-use crate::session::{Reply, Session, Sync, flag_list, write_flags};
+use crate::session::{Reply, Session, Sync, announce_keywords, write_flags};
 use crate::wire;
 
 /// System flags and keywords of a flag list. `\Recent` and unknown `\` flags are dropped:
@@ -100,19 +100,7 @@ impl Session {
         let Some(sel) = self.selected.as_mut() else {
             return Reply::ok(done);
         };
-        let mut new_keywords = false;
-        for m in &result.messages {
-            for k in &m.keywords {
-                new_keywords |= sel.keywords.insert(k.clone());
-            }
-        }
-        if new_keywords {
-            out.untagged(&format!("FLAGS ({})", flag_list(&sel.keywords)));
-            out.untagged(&format!(
-                "OK [PERMANENTFLAGS ({} \\*)] Flags permitted",
-                flag_list(&sel.keywords)
-            ));
-        }
+        announce_keywords(sel, &result.messages, out);
         for m in result.messages {
             let Some(i) = sel.index_of(m.uid) else {
                 continue;
