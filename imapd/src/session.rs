@@ -408,6 +408,8 @@ impl Session {
     }
 
     async fn command(&mut self, bytes: &[u8], out: &mut Out<'_>) -> io::Result<()> {
+        let unwrapped = crate::append_utf8::unwrap(bytes);
+        let bytes = unwrapped.as_deref().unwrap_or(bytes);
         let tag = tag_of(bytes);
         if let Some(parsed) = extended::parse(bytes) {
             let Some(tag) = tag else {
