@@ -19,5 +19,7 @@ pub mod session;
 pub mod wire;
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 pub(crate) mod testing;
 pub use server::{ServeError, serve};
