@@ -69,10 +69,14 @@ impl Session {
         }
         let mut patterns = Vec::new();
         for p in &cmd.patterns {
-            match self.full_pattern(&cmd.reference, p) {
-                Ok(p) => patterns.push(p),
-                Err(r) => return r,
+            // A pattern that is not valid modified UTF-7 matches no name (RFC 3501 LIST
+            // answers OK with what matches; a mailbox can never have such a name).
+            if let Ok(p) = self.full_pattern(&cmd.reference, p) {
+                patterns.push(p);
             }
+        }
+        if patterns.is_empty() {
+            return Reply::ok("LIST completed");
         }
         let all = match user.list().await {
             Ok(l) => l,
@@ -240,6 +244,19 @@ mod tests {
         let mut s = h.session(true);
         h.login(&mut s).await;
         s
+    }
+
+    /// imaptest's atoms test: every atom character in a pattern; `&'+,-` is not valid
+    /// modified UTF-7, so nothing matches, and that is no error.
+    #[tokio::test]
+    async fn pattern_that_is_not_modified_utf7_matches_nothing() {
+        let h = Harness::new().await;
+        let mut s = h.session(true);
+        h.login(&mut s).await;
+        let out = h
+            .run(&mut s, "a list \"\" !#$&'+,-.0123456789:;<=>?@^_`|[}%*\r\n")
+            .await;
+        assert_eq!(out, "a OK LIST completed\r\n");
     }
 
     #[tokio::test]

@@ -49,6 +49,11 @@ impl Session {
         let (Some(user), Some(sel)) = (self.user(), self.selected.as_ref()) else {
             return Reply::bad("No mailbox selected");
         };
+        // Only the system flags RFC 3501 defines can be set; `\Recent` and unknown ones are
+        // a client error (as Dovecot and imaptest's store test expect).
+        if flags.iter().any(|f| matches!(f, ImapFlag::Extension(_))) {
+            return Reply::bad("Unknown system flag");
+        }
         if sel.read_only {
             return Reply::no("Mailbox is read-only").code("READ-ONLY");
         }
@@ -236,5 +241,16 @@ mod tests {
                 .await
                 .starts_with("b NO")
         );
+    }
+
+    /// An unknown system flag is a client error, not silently dropped.
+    #[tokio::test]
+    async fn unknown_system_flag_is_bad() {
+        let h = Harness::new().await;
+        let mut s = three(&h).await;
+        let out = h.run(&mut s, "a STORE 1 +FLAGS (\\Seen \\Bogus)\r\n").await;
+        assert!(out.starts_with("a BAD"), "{out}");
+        let out = h.run(&mut s, "b FETCH 1 FLAGS\r\n").await;
+        assert!(!out.contains("\\Seen"), "nothing stored: {out}");
     }
 }
