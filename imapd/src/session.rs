@@ -835,7 +835,22 @@ impl Session {
             report_expunged(sel, &gone, self.enabled.qresync, out);
         }
         if added {
+            // New messages are \Recent in the first session that hears of them.
+            if !sel.read_only {
+                match user.claim_recent(&sel.name, sel.max_uid() + 1).await {
+                    Ok(claimed) if !claimed.is_empty() => {
+                        let start = sel.msgs.partition_point(|m| m.uid < claimed.start);
+                        for m in sel.msgs[start..].iter_mut() {
+                            m.recent |= claimed.contains(&m.uid);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot claim \\Recent"),
+                }
+            }
             out.untagged(&format!("{} EXISTS", sel.msgs.len()));
+            let recent = sel.msgs.iter().filter(|m| m.recent).count();
+            out.untagged(&format!("{recent} RECENT"));
         }
         Ok(())
     }
@@ -1035,6 +1050,32 @@ mod tests {
         assert!(out.ends_with("z OK NOOP completed\r\n"), "{out}");
     }
 
+    /// \Recent belongs to one session: the first that hears of a new message (RFC 3501
+    /// section 2.3.2); STATUS of the others counts it no more.
+    #[tokio::test]
+    async fn new_messages_are_recent_in_one_session() {
+        let h = Harness::new().await;
+        let mut a = h.selected("INBOX").await;
+        let mut b = h.selected("INBOX").await;
+        let msg = message("new", "body");
+        let out = h
+            .run(
+                &mut a,
+                &format!("x APPEND INBOX {{{}+}}\r\n{msg}\r\n", msg.len()),
+            )
+            .await;
+        assert!(out.contains("* 1 EXISTS\r\n* 1 RECENT\r\n"), "{out}");
+        let out = h.run(&mut a, "f FETCH 1 FLAGS\r\n").await;
+        assert!(out.contains("FLAGS (\\Recent)"), "{out}");
+        let out = h.run(&mut b, "n NOOP\r\nf FETCH 1 FLAGS\r\n").await;
+        assert!(out.contains("* 1 EXISTS\r\n* 0 RECENT\r\n"), "{out}");
+        assert!(out.contains("* 1 FETCH (FLAGS ())"), "{out}");
+        let mut c = h.session(true);
+        h.login(&mut c).await;
+        let out = h.run(&mut c, "s STATUS INBOX (MESSAGES RECENT)\r\n").await;
+        assert!(out.contains("(MESSAGES 1 RECENT 0)"), "{out}");
+    }
+
     /// Another session's new keyword: `* FLAGS` comes before the FETCH that uses it.
     #[tokio::test]
     async fn keyword_of_another_session_is_announced_before_its_fetch() {
@@ -1085,7 +1126,10 @@ mod tests {
         assert!(out.contains("* 2 EXISTS\r\n"), "{out}");
         add_flags(&u, &[uid], &[Flag::Flagged]).await;
         let out = h.run(&mut s, "d NOOP\r\n").await;
-        assert!(out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged))"), "{out}");
+        assert!(
+            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent))"),
+            "{out}"
+        );
         u.expunge("INBOX", Some(&[uid])).await.unwrap();
         let out = h.run(&mut s, "e NOOP\r\n").await;
         assert!(!out.contains("EXPUNGE"), "not \\Deleted, so kept: {out}");

@@ -257,7 +257,7 @@ Content-Transfer-Encoding: 8bit\r\n\r\nHallo Bob, schöne Grüße!\r\n";
         );
         assert!(out.contains("a OK [APPENDUID"), "{out}");
         let out = h.run(&mut s, "b FETCH 1 (FLAGS INTERNALDATE)\r\n").await;
-        assert!(out.contains("FLAGS (\\Flagged $Label1)"), "{out}");
+        assert!(out.contains("FLAGS (\\Flagged $Label1 \\Recent)"), "{out}");
         assert!(
             out.contains("INTERNALDATE \"05-Jan-2021 09:00:00 +0000\""),
             "{out}"
