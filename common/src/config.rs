@@ -264,6 +264,9 @@ pub struct Limits {
     pub max_errors: usize,
     /// Failed logins from one IP or for one login before answers are delayed.
     pub auth_failures_before_delay: u32,
+    /// Seconds a write to a client may wait (a client that stops reading) before the
+    /// connection is dropped.
+    pub write_timeout: u64,
 }
 
 impl Default for Limits {
@@ -276,6 +279,7 @@ impl Default for Limits {
             max_recipients: 100,
             max_errors: 10,
             auth_failures_before_delay: 3,
+            write_timeout: 300,
         }
     }
 }
@@ -971,6 +975,7 @@ impl Config {
             "\n[limits]\nmax_connections = {}\nmax_connections_per_ip = {}\nidle_timeout = {}\nmax_line_length = {}\nmax_recipients = {}\nmax_errors = {}\nauth_failures_before_delay = {}\n",
             l.max_connections, l.max_connections_per_ip, l.idle_timeout, l.max_line_length, l.max_recipients, l.max_errors, l.auth_failures_before_delay
         ));
+        out.push_str(&format!("write_timeout = {}\n", l.write_timeout));
         out
     }
 }

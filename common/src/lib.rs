@@ -11,6 +11,7 @@ pub mod context;
 pub mod directory;
 pub mod dns_records;
 pub mod http;
+pub mod log_escape;
 pub mod metrics;
 pub mod net;
 pub mod password;

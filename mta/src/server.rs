@@ -243,8 +243,10 @@ async fn run_connection<B: SessionBackend>(
         if buf.len() != buffer_size {
             buf = vec![0u8; buffer_size];
         }
+        // A message being received is finished first (within the shutdown grace time).
+        let in_data = session.in_data();
         let read = tokio::select! {
-            _ = setup.shutdown.triggered() => {
+            _ = setup.shutdown.triggered(), if !in_data => {
                 let _ = write_all(
                     &mut stream,
                     b"421 4.3.2 Service shutting down, closing connection\r\n",

@@ -248,8 +248,44 @@ mod tests {
             format!("{} {}\n", i32::MAX - 7, our_host()),
         )
         .unwrap();
+        let t = Instant::now();
         let again = MboxLock::exclusive(&mbox, Duration::from_secs(2)).unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "waited on a stale lock"
+        );
+        // The dead process's lock was replaced by ours, and ours goes with the lock.
+        let owner = fs::read_to_string(dir.path().join("box.lock")).unwrap();
+        assert_eq!(owner, format!("{} {}\n", std::process::id(), our_host()));
         drop(again);
+        assert!(!dir.path().join("box.lock").exists());
+
+        // A live process's dotlock is respected (ours, from another "client").
+        fs::write(
+            dir.path().join("box.lock"),
+            format!("{} {}\n", std::process::id(), our_host()),
+        )
+        .unwrap();
+        let err = MboxLock::exclusive(&mbox, Duration::from_millis(100))
+            .err()
+            .unwrap();
+        assert!(err.is_temporary());
+        fs::remove_file(dir.path().join("box.lock")).unwrap();
+
+        // Readers share: two shared locks at once, and a writer waits for both to go.
+        let r1 = MboxLock::shared(&mbox, Duration::from_millis(200)).unwrap();
+        let r2 = MboxLock::shared(&mbox, Duration::from_millis(200)).unwrap();
+        let err = MboxLock::exclusive(&mbox, Duration::from_millis(100))
+            .err()
+            .unwrap();
+        assert!(err.is_temporary());
+        drop(r1);
+        assert!(MboxLock::exclusive(&mbox, Duration::from_millis(100)).is_err());
+        drop(r2);
+        let writer = MboxLock::exclusive(&mbox, Duration::from_millis(200)).unwrap();
+        // ... and a reader waits for the writer.
+        assert!(MboxLock::shared(&mbox, Duration::from_millis(100)).is_err());
+        drop(writer);
 
         // fcntl alone (no dotlock) also excludes: an OFD lock from another open file.
         let f = File::options().read(true).write(true).open(&mbox).unwrap();
