@@ -777,6 +777,22 @@ impl Session {
         wire::astring_utf8(buf, &self.encode_name(name), self.enabled.utf8);
     }
 
+    /// A CONDSTORE-enabling command (FETCH MODSEQ, SEARCH MODSEQ, STORE UNCHANGEDSINCE)
+    /// used first in a selected mailbox: the client learns HIGHESTMODSEQ now (RFC 7162
+    /// section 3.1).
+    pub(crate) fn condstore_enabled_by_command(&mut self, out: &mut Out<'_>) {
+        if self.enabled.condstore {
+            return;
+        }
+        self.enabled.condstore = true;
+        if let Some(sel) = &self.selected {
+            out.untagged(&format!(
+                "OK [HIGHESTMODSEQ {}] Highest",
+                sel.highest_modseq
+            ));
+        }
+    }
+
     /// Applies other sessions' changes to the selected mailbox and reports them.
     pub(crate) async fn sync(&mut self, out: &mut Out<'_>, expunge: bool) -> io::Result<()> {
         let (Some(user), Some(sel)) = (self.user(), self.selected.as_mut()) else {

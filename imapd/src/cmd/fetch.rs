@@ -175,7 +175,7 @@ impl Session {
                 .iter()
                 .any(|i| matches!(i, MessageDataItemName::ModSeq));
         if want_modseq {
-            self.enabled.condstore = true;
+            self.condstore_enabled_by_command(out);
         }
         let Some(user) = self.user() else {
             return Reply::bad("No mailbox selected");
