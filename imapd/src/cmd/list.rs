@@ -184,9 +184,11 @@ impl Session {
                     entries.push((m.clone(), true, false));
                 } else if cmd.select.recursive_match
                     && matches(&m.name)
+                    // CHILDINFO only for a subscribed descendant the patterns do not list
+                    // themselves (RFC 5258 section 3.5).
                     && subscribed
                         .iter()
-                        .any(|s| s.starts_with(&format!("{}/", m.name)))
+                        .any(|s| s.starts_with(&format!("{}/", m.name)) && !matches(s))
                 {
                     entries.push((m.clone(), true, true));
                 }
@@ -422,6 +424,28 @@ mod tests {
             out,
             "* LIST (\\HasNoChildren) \"/\" Work/2024\r\ne OK LIST completed\r\n"
         );
+    }
+
+    /// RFC 5258 section 3.5 (imaptest listext): a parent gets CHILDINFO only for a
+    /// subscribed child that the patterns do not list themselves.
+    #[tokio::test]
+    async fn recursivematch_childinfo_only_for_unlisted_children() {
+        let h = Harness::new().await;
+        let mut s = h.session(true);
+        h.login(&mut s).await;
+        h.run(&mut s, "a CREATE P/C1\r\nb SUBSCRIBE P/C1\r\n").await;
+        let out = h
+            .run(&mut s, "c LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (P)\r\n")
+            .await;
+        assert!(out.contains("P (\"CHILDINFO\" (\"SUBSCRIBED\"))"), "{out}");
+        let out = h
+            .run(
+                &mut s,
+                "d LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (P P/C1)\r\n",
+            )
+            .await;
+        assert!(!out.contains("CHILDINFO"), "{out}");
+        assert!(out.contains("\\Subscribed) \"/\" P/C1\r\n"), "{out}");
     }
 
     #[tokio::test]
