@@ -269,10 +269,15 @@ fn unix_secs(t: SystemTime) -> i64 {
 
 /// Removes tmp/ files untouched for 36 hours (crash leftovers); errors are only logged.
 pub(super) fn clean_tmp(dir: &Path) {
+    clean_tmp_as_of(dir, SystemTime::now());
+}
+
+/// [`clean_tmp`] as if it were `now` (tests cannot age a file's ctime).
+fn clean_tmp_as_of(dir: &Path, now: SystemTime) {
     let Ok(rd) = fs::read_dir(dir.join("tmp")) else {
         return;
     };
-    let now = unix_secs(SystemTime::now());
+    let now = unix_secs(now);
     for de in rd.flatten() {
         let Ok(m) = de.metadata() else { continue };
         // The status-change time, not the mtime: `write_tmp` sets the mtime to the internal
@@ -404,6 +409,19 @@ mod tests {
             kept,
             "an APPEND in progress lost its tmp file to another session's cleanup"
         );
+    }
+
+    #[test]
+    fn cleanup_removes_crash_leftovers_after_36_hours() {
+        let dir = std::env::temp_dir().join(format!("hermod-tmp-{:016x}", rand::random::<u64>()));
+        fs::create_dir_all(dir.join("tmp")).unwrap();
+        let tmp = write_tmp(&dir, &new_base(3), b"abc", None).unwrap();
+        clean_tmp_as_of(&dir, SystemTime::now() + Duration::from_secs(35 * 3600));
+        let kept_young = tmp.exists();
+        clean_tmp_as_of(&dir, SystemTime::now() + Duration::from_secs(37 * 3600));
+        let kept_old = tmp.exists();
+        let _ = fs::remove_dir_all(&dir);
+        assert!(kept_young && !kept_old, "{kept_young} {kept_old}");
     }
 
     #[test]
