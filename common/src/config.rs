@@ -416,6 +416,9 @@ pub struct Config {
     pub mailbox_format: MailboxFormat,
     /// Where mbox INBOXes live; `{localpart}` and `{domain}` are replaced.
     pub mbox_path: String,
+    /// Folders that `user+folder@domain` may file into: names, or `*` for every folder
+    /// without a special use. Sent, Drafts and Trash never; Junk and Archive only by name.
+    pub plus_address_folders: Vec<String>,
     /// Allow passwords over unencrypted connections (off: the safe default).
     pub allow_plaintext_auth: bool,
     /// User (and group) to run as after binding the ports when started as root.
@@ -466,6 +469,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     mailbox_format: Option<MailboxFormat>,
     mbox_path: Option<String>,
+    plus_address_folders: Option<Vec<String>>,
     allow_plaintext_auth: Option<bool>,
     run_as_user: Option<String>,
     run_as_group: Option<String>,
@@ -546,11 +550,13 @@ impl Config {
                 PathBuf::from("/var/lib/hermod")
             },
             mailbox_format: MailboxFormat::Maildir,
+            // Per domain, so alice@a.org and alice@b.org never share an INBOX.
             mbox_path: if dev {
-                "spool/{localpart}".to_string()
+                "spool/{domain}/{localpart}".to_string()
             } else {
-                "/var/spool/mail/{localpart}".to_string()
+                "/var/spool/mail/{domain}/{localpart}".to_string()
             },
+            plus_address_folders: vec!["*".to_string()],
             allow_plaintext_auth: false,
             run_as_user: None,
             run_as_group: None,
@@ -713,6 +719,12 @@ impl Config {
             }
             self.mbox_path = v;
         }
+        if let Err(m) = self.check_mbox_domains(self.mydestination.len()) {
+            return Err(invalid("mbox_path", m));
+        }
+        if let Some(v) = file.plus_address_folders {
+            self.plus_address_folders = v;
+        }
         if let Some(v) = file.allow_plaintext_auth {
             self.allow_plaintext_auth = v;
         }
@@ -836,6 +848,22 @@ impl Config {
         Ok(())
     }
 
+    /// With mbox, a path template without `{domain}` gives `alice@a.org` and `alice@b.org`
+    /// one INBOX: allowed only while a single domain is local. `local_domains` counts
+    /// `mydestination` and the directory's domains (`hermod domain add` asks too).
+    pub fn check_mbox_domains(&self, local_domains: usize) -> Result<(), String> {
+        if self.mailbox_format == MailboxFormat::Mbox
+            && !self.mbox_path.contains("{domain}")
+            && local_domains > 1
+        {
+            return Err(format!(
+                "must contain {{domain}} when more than one domain is local ({local_domains} \
+                 are): without it the same local part in two domains shares one INBOX"
+            ));
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid("data_dir must not be empty".into()));
@@ -906,6 +934,14 @@ impl Config {
             })
         ));
         out.push_str(&format!("mbox_path = {}\n", q(&self.mbox_path)));
+        out.push_str(&format!(
+            "plus_address_folders = [{}]\n",
+            self.plus_address_folders
+                .iter()
+                .map(|f| q(f))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
         out.push_str(&format!(
             "allow_plaintext_auth = {}\n",
             self.allow_plaintext_auth
@@ -1078,6 +1114,35 @@ mod tests {
         let mut c = Config::defaults(dev);
         c.apply_file(Path::new("test.toml"), text)?;
         Ok(c)
+    }
+
+    #[test]
+    fn mbox_path_must_name_the_domain_when_several_are_local() {
+        let err = load_text(
+            false,
+            "mailbox_format = \"mbox\"\nmydestination = [\"a.org\", \"b.org\"]\nmbox_path = \"/var/spool/mail/{localpart}\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("mbox_path") && err.contains("{domain}"),
+            "{err}"
+        );
+        // One local domain: the classic path is fine.
+        let one = load_text(
+            false,
+            "mailbox_format = \"mbox\"\nmydestination = [\"a.org\"]\nmbox_path = \"/var/spool/mail/{localpart}\"\n",
+        )
+        .unwrap();
+        assert!(one.check_mbox_domains(1).is_ok());
+        // ...until a second domain is added to the directory.
+        assert!(one.check_mbox_domains(2).is_err());
+        // The defaults are domain-safe.
+        for dev in [false, true] {
+            let c = load_text(dev, "mailbox_format = \"mbox\"\n").unwrap();
+            assert!(c.mbox_path.contains("{domain}"), "{}", c.mbox_path);
+            assert!(c.check_mbox_domains(5).is_ok());
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod bounce;
 pub mod delivery;
 pub mod envelope;
+pub mod ip_literal;
 pub mod lmtp_client;
 pub mod mda_delivery;
 pub mod outbound;

@@ -22,6 +22,7 @@ use crate::lmtp_client::{LmtpAddress, LmtpClient};
 use crate::mda_delivery::MdaDelivery;
 use crate::queue::runner::{LocalRunner, RunnerSettings};
 use crate::queue::{Queue, QueueError};
+use crate::session::spool::SpoolFile;
 use crate::session::{
     Action, AuthOutcome, BackendError, ConnectionInfo, LocalDomains, Role, Session, SessionBackend,
     SessionConfig,
@@ -168,6 +169,7 @@ pub fn session_config(config: &Config, role: Role) -> SessionConfig {
     session.max_line_length = config.limits.max_line_length.max(512);
     session.allow_plaintext_auth = config.allow_plaintext_auth;
     session.tls_available = true;
+    session.spool_dir = Some(queue_dir(config).join("tmp"));
     session
 }
 
@@ -437,6 +439,23 @@ impl SessionBackend for ServerBackend {
         envelope.recipients = self.expand(&envelope.recipients).await?;
         self.queue
             .enqueue(id, &envelope, message)
+            .await
+            .map_err(|e| BackendError(e.to_string()))?;
+        metrics::inc(Counter::MessagesReceived);
+        Ok(())
+    }
+
+    async fn enqueue_spooled(
+        &self,
+        id: &QueueId,
+        envelope: &Envelope,
+        prefix: &[u8],
+        body: &SpoolFile,
+    ) -> Result<(), BackendError> {
+        let mut envelope = envelope.clone();
+        envelope.recipients = self.expand(&envelope.recipients).await?;
+        self.queue
+            .enqueue_spooled(id, &envelope, prefix, body.path())
             .await
             .map_err(|e| BackendError(e.to_string()))?;
         metrics::inc(Counter::MessagesReceived);

@@ -14,6 +14,7 @@
 mod address;
 pub(crate) mod message;
 pub mod reply;
+pub mod spool;
 
 #[cfg(test)]
 mod tests;
@@ -21,15 +22,17 @@ mod tests;
 use std::borrow::Cow;
 use std::future::Future;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hermod_common::sasl;
+use hermod_common::{log_escape, sasl};
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
 use smtp_proto::{EhloResponse, MailFrom, RcptTo, Request};
 
 use crate::envelope::{BodyType, DsnReturn, Envelope, EnvelopeRecipient, Notify, QueueId};
 pub use reply::Reply;
+use spool::{Body, Content, SpoolFile};
 
 /// Default longest command line, CRLF included. RFC 5321 asks for at least 512; AUTH initial
 /// responses and long parameter lists need more.
@@ -76,6 +79,9 @@ pub struct SessionConfig {
     pub allow_plaintext_auth: bool,
     /// Longest command line accepted, CRLF included.
     pub max_line_length: usize,
+    /// Where message content above [`spool::SPOOL_THRESHOLD`] is written while it arrives
+    /// (the queue's `tmp/`, cleaned at start). `None` keeps every message in memory (tests).
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl SessionConfig {
@@ -93,6 +99,7 @@ impl SessionConfig {
             tls_available: true,
             allow_plaintext_auth: false,
             max_line_length: MAX_COMMAND_LINE,
+            spool_dir: None,
         }
     }
 }
@@ -162,6 +169,25 @@ pub trait SessionBackend: LocalDomains {
         envelope: &Envelope,
         message: &[u8],
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Stores a message that was spooled to disk as it arrived: `prefix` (the trace header)
+    /// followed by the content of `body` (fsynced). The default reads the file back and calls
+    /// [`SessionBackend::enqueue`], for backends that never see big messages.
+    fn enqueue_spooled(
+        &self,
+        id: &QueueId,
+        envelope: &Envelope,
+        prefix: &[u8],
+        body: &SpoolFile,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        async move {
+            let mut message = prefix.to_vec();
+            let content =
+                std::fs::read(body.path()).map_err(|e| BackendError(format!("spool: {e}")))?;
+            message.extend_from_slice(&content);
+            self.enqueue(id, envelope, &message).await
+        }
+    }
 }
 
 /// What the I/O loop must do after [`Session::feed`] once it has written the output.
@@ -213,8 +239,8 @@ struct Transaction {
     body_type: BodyType,
     smtputf8: bool,
     recipients: Vec<EnvelopeRecipient>,
-    /// Message content received so far (dot-unstuffed).
-    body: Vec<u8>,
+    /// Message content received so far (dot-unstuffed), in memory or spooled.
+    body: Body,
     /// A BDAT chunk was accepted: DATA is no longer allowed.
     bdat_started: bool,
 }
@@ -308,7 +334,9 @@ impl<B: SessionBackend> Session<B> {
                         continue;
                     };
                     let mut bytes = rest.iter();
-                    let done = receiver.ingest(&mut bytes, &mut txn.body);
+                    let before = txn.body.buffer().len();
+                    let done = receiver.ingest(&mut bytes, txn.body.buffer());
+                    txn.body.ingested(before);
                     rest = bytes.as_slice();
                     let too_big = txn.body.len() > self.config.max_message_size;
                     match (done, too_big) {
@@ -318,7 +346,7 @@ impl<B: SessionBackend> Session<B> {
                             self.send(out, reply::too_big());
                         }
                         (false, true) => {
-                            txn.body = Vec::new();
+                            txn.body.discard();
                             self.state = State::DataDiscard(DummyDataReceiver::new_data(&receiver));
                         }
                         (false, false) => self.state = State::Data(receiver),
@@ -340,7 +368,9 @@ impl<B: SessionBackend> Session<B> {
                         continue;
                     };
                     let mut bytes = rest.iter();
-                    let done = receiver.ingest(&mut bytes, &mut txn.body);
+                    let before = txn.body.buffer().len();
+                    let done = receiver.ingest(&mut bytes, txn.body.buffer());
+                    txn.body.ingested(before);
                     rest = bytes.as_slice();
                     if done {
                         self.bdat_chunk_done(receiver.is_last, size, out).await;
@@ -609,6 +639,19 @@ impl<B: SessionBackend> Session<B> {
         } else {
             match self.check_address_syntax(&from.address, smtputf8) {
                 Err(r) => return self.send(out, r.unwrap_or_else(bad_sender)),
+                // Reports to this sender would go inside a network: see crate::ip_literal.
+                Ok((_, domain))
+                    if !self.conn.relay_allowed
+                        && crate::ip_literal::is_forbidden_literal_domain(domain) =>
+                {
+                    tracing::info!(peer = %self.conn.peer,
+                        sender = %log_escape::escape(&*from.address),
+                        "internal address literal refused as sender");
+                    return self.send(
+                        out,
+                        Reply::new(553, [5, 1, 8], "Sender address literal not accepted"),
+                    );
+                }
                 Ok((local, domain)) => address::normalize(local, domain),
             }
         };
@@ -644,7 +687,7 @@ impl<B: SessionBackend> Session<B> {
             body_type,
             smtputf8,
             recipients: Vec::new(),
-            body: Vec::new(),
+            body: Body::new(self.config.spool_dir.clone()),
             bdat_started: false,
         });
         self.send(out, Reply::new(250, [2, 1, 0], "Sender OK"));
@@ -742,6 +785,13 @@ impl<B: SessionBackend> Session<B> {
         let (local, domain) = self
             .check_address_syntax(raw, smtputf8)
             .map_err(|r| r.unwrap_or_else(bad_syntax))?;
+        if !self.conn.relay_allowed && crate::ip_literal::is_forbidden_literal_domain(domain) {
+            return Err(Reply::new(
+                550,
+                [5, 7, 1],
+                "Recipient address literal not accepted",
+            ));
+        }
         let domain_lc = domain.to_lowercase();
         let is_local = !address::is_address_literal(domain)
             && self
@@ -817,7 +867,6 @@ impl<B: SessionBackend> Session<B> {
         }
         if let Some(txn) = self.txn.as_mut() {
             txn.bdat_started = true;
-            txn.body.reserve(size.min(1 << 20));
         }
         if size == 0 {
             self.bdat_chunk_done(is_last, 0, out).await;
@@ -936,7 +985,8 @@ impl<B: SessionBackend> Session<B> {
                 self.send(out, Reply::new(235, [2, 7, 0], "Authentication successful"));
             }
             Ok(AuthOutcome::Failure) => {
-                tracing::warn!(peer = %self.conn.peer, login = %credentials.login,
+                tracing::warn!(peer = %self.conn.peer,
+                    login = %log_escape::escape(&credentials.login),
                     "smtp auth failed");
                 self.send(out, bad_credentials());
             }
@@ -965,14 +1015,25 @@ impl<B: SessionBackend> Session<B> {
             body,
             ..
         } = txn;
-        let body = if message::has_bare_line_ending(&body) || !body.ends_with(b"\r\n") {
-            let mut normalized = Vec::new();
-            message::normalize_line_endings(&body, &mut normalized);
-            normalized
+        // Finishing a spooled message fsyncs a big file: not on a runtime thread.
+        let finished = if body.is_spooled() {
+            tokio::task::spawn_blocking(move || body.finish())
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
         } else {
-            body
+            body.finish()
         };
-        let headers = message::header_section(&body);
+        let content = match finished {
+            Ok(content) => content,
+            Err(e) => {
+                tracing::error!(error = %e, "could not spool message");
+                return self.send(out, reply::temporary_failure());
+            }
+        };
+        let headers = message::header_section(match &content {
+            Content::Memory(body) => body,
+            Content::Spooled(spool) => spool.head(),
+        });
         if message::count_fields(headers, "Received") >= self.config.max_hops {
             return self.send(
                 out,
@@ -1009,9 +1070,6 @@ impl<B: SessionBackend> Session<B> {
                 );
             }
         }
-        queued.reserve_exact(body.len());
-        queued.extend_from_slice(&body);
-        drop(body);
         let envelope = Envelope {
             sender,
             recipients,
@@ -1022,11 +1080,29 @@ impl<B: SessionBackend> Session<B> {
             auth_user: self.user.clone(),
             client: format!("[{}] {}", self.conn.peer, helo),
         };
-        match self.backend.enqueue(&id, &envelope, &queued).await {
+        let size = queued.len()
+            + match &content {
+                Content::Memory(body) => body.len(),
+                Content::Spooled(spool) => usize::try_from(spool.len()).unwrap_or(usize::MAX),
+            };
+        let stored = match content {
+            Content::Memory(body) => {
+                queued.reserve_exact(body.len());
+                queued.extend_from_slice(&body);
+                drop(body);
+                self.backend.enqueue(&id, &envelope, &queued).await
+            }
+            Content::Spooled(spool) => {
+                self.backend
+                    .enqueue_spooled(&id, &envelope, &queued, &spool)
+                    .await
+            }
+        };
+        match stored {
             Ok(()) => {
-                tracing::info!(queue_id = %id, from = %envelope.sender,
-                    nrcpt = envelope.recipients.len(), size = queued.len(),
-                    client = %envelope.client, "message accepted");
+                tracing::info!(queue_id = %id, from = %log_escape::escape(&envelope.sender),
+                    nrcpt = envelope.recipients.len(), size,
+                    client = %log_escape::escape(&envelope.client), "message accepted");
                 self.send(
                     out,
                     Reply::new(250, [2, 0, 0], format!("Ok: queued as {id}")),
