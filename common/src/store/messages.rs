@@ -573,21 +573,8 @@ impl Core {
         let (lo, hi) = if read_only {
             (mb.recent_from, mb.uidnext)
         } else if mb.recent_from < mb.uidnext {
-            // Claim \Recent for this session: only one session sees a message as recent.
-            let mut w = self.writer.lock().await;
-            let mut tx = w.begin().await?;
-            let old: i64 = sqlx::query_scalar("SELECT recent_from FROM mailbox WHERE id = ?")
-                .bind(mb.id)
-                .fetch_one(tx.conn())
-                .await?;
-            let new = old.max(i64::from(mb.uidnext));
-            sqlx::query("UPDATE mailbox SET recent_from = ? WHERE id = ?")
-                .bind(new)
-                .bind(mb.id)
-                .execute(tx.conn())
-                .await?;
-            tx.commit().await?;
-            (old as Uid, mb.uidnext)
+            let r = self.claim_recent_in(mb.id, mb.uidnext).await?;
+            (r.start, r.end)
         } else {
             (0, 0)
         };
@@ -606,6 +593,40 @@ impl Core {
             highest_modseq: mb.highest_modseq,
             messages,
         })
+    }
+
+    /// Claims \Recent for one session: of the UIDs below `upto`, those no session claimed
+    /// yet. Only one session sees a message as recent (RFC 3501 section 2.3.2).
+    async fn claim_recent_in(&self, mailbox_id: i64, upto: Uid) -> Result<Range<Uid>> {
+        let mut w = self.writer.lock().await;
+        let mut tx = w.begin().await?;
+        let old: i64 = sqlx::query_scalar("SELECT recent_from FROM mailbox WHERE id = ?")
+            .bind(mailbox_id)
+            .fetch_one(tx.conn())
+            .await?;
+        let new = old.max(i64::from(upto));
+        if new != old {
+            sqlx::query("UPDATE mailbox SET recent_from = ? WHERE id = ?")
+                .bind(new)
+                .bind(mailbox_id)
+                .execute(tx.conn())
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(old as Uid..new as Uid)
+    }
+
+    /// [`Core::claim_recent_in`] by mailbox name, for messages that arrived while selected.
+    pub(super) async fn claim_recent(
+        self: &Arc<Self>,
+        name: &str,
+        upto: Uid,
+    ) -> Result<Range<Uid>> {
+        let row = self.resolve(name).await?;
+        if row.recent_from >= upto {
+            return Ok(0..0);
+        }
+        self.claim_recent_in(row.id, upto).await
     }
 
     pub(super) async fn status(self: &Arc<Self>, name: &str) -> Result<MailboxStatus> {

@@ -318,6 +318,13 @@ impl UserStore {
         self.shared.core().expunge(mailbox, uids).await
     }
 
+    /// Claims \Recent for messages that arrived in a selected mailbox: returns the UIDs
+    /// below `upto` that no other session has seen as recent (each message is recent in
+    /// one session only), and marks them seen.
+    pub async fn claim_recent(&self, mailbox: &str, upto: Uid) -> Result<std::ops::Range<Uid>> {
+        self.shared.core().claim_recent(mailbox, upto).await
+    }
+
     /// Changes the index as of now: if a later `change_token()` is [`ChangeToken::same_as`]
     /// this one, no hermod process committed a change to messages of this user in between
     /// (every such commit writes a new token after it), so a `changes_since` would find
