@@ -7,6 +7,7 @@
 //! - [`lmtp`]: the LMTP server (TCP and unix socket) for Postfix and for `hermod mta`
 //!   running apart.
 
+pub mod content;
 pub mod delivery;
 pub mod lda;
 pub mod lmtp;
@@ -15,6 +16,7 @@ mod reply;
 
 use std::path::PathBuf;
 
+pub use content::{Content, FileContent};
 pub use delivery::{Delivery, Envelope, RecipientResult, TargetOutcome, TargetResult, deliver};
 pub use lda::deliver_stdin;
 pub use lmtp::serve;

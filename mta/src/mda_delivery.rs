@@ -5,9 +5,10 @@
 //! returns remote targets as forwards: they are queued here as a new message from the same
 //! sender, as Postfix's local(8) re-submits forwarded mail.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use hermod_mda::Delivery;
+use hermod_mda::{Content, Delivery, FileContent};
 
 use crate::delivery::{DeliveryError, LocalDelivery};
 use crate::envelope::{Envelope, EnvelopeRecipient, Notify, QueueId};
@@ -37,9 +38,9 @@ impl MdaDelivery {
         delivery: &Delivery,
         sender: &str,
         recipient: &str,
-        message: &[u8],
+        message: Content<'_>,
     ) -> Result<(), DeliveryError> {
-        let result = delivery.deliver_one(sender, recipient, message).await;
+        let result = delivery.deliver_content(sender, recipient, message).await;
 
         let reply = result.reply.to_string();
         if result.is_temporary() {
@@ -67,10 +68,15 @@ impl MdaDelivery {
             };
             // Failing here retries the recipient: its local targets may get the message
             // twice, which beats losing the forward.
-            self.queue
-                .enqueue(&id, &envelope, message)
-                .await
-                .map_err(|e| {
+            let queued = match message {
+                Content::Memory(m) => self.queue.enqueue(&id, &envelope, m).await,
+                Content::File(f) => {
+                    self.queue
+                        .enqueue_spooled(&id, &envelope, b"", f.path())
+                        .await
+                }
+            };
+            queued.map_err(|e| {
                     DeliveryError::temporary(format!("451 4.3.0 cannot queue forward: {e}"))
                 })?;
             tracing::info!(queue_id = %id, to = %recipient, nrcpt = envelope.recipients.len(),
@@ -87,8 +93,40 @@ impl LocalDelivery for MdaDelivery {
         recipient: &str,
         message: &[u8],
     ) -> Result<(), DeliveryError> {
-        self.deliver_with(&self.delivery, sender, recipient, message)
+        self.deliver_with(&self.delivery, sender, recipient, Content::Memory(message))
             .await
+    }
+
+    async fn deliver_file_many(
+        &self,
+        sender: &str,
+        recipients: &[String],
+        path: &Path,
+        after_restart: bool,
+    ) -> Vec<Result<(), DeliveryError>> {
+        let file = match FileContent::open_async(path).await {
+            Ok(f) => f,
+            Err(e) => {
+                let reply = format!("451 4.3.0 cannot read the queued message: {e}");
+                return recipients
+                    .iter()
+                    .map(|_| Err(DeliveryError::temporary(reply.clone())))
+                    .collect();
+            }
+        };
+        let delivery = if after_restart {
+            &self.after_restart
+        } else {
+            &self.delivery
+        };
+        let mut results = Vec::with_capacity(recipients.len());
+        for recipient in recipients {
+            results.push(
+                self.deliver_with(delivery, sender, recipient, Content::File(&file))
+                    .await,
+            );
+        }
+        results
     }
 
     async fn deliver_many_after_restart(
@@ -100,7 +138,12 @@ impl LocalDelivery for MdaDelivery {
         let mut results = Vec::with_capacity(recipients.len());
         for recipient in recipients {
             results.push(
-                self.deliver_with(&self.after_restart, sender, recipient, message)
+                self.deliver_with(
+                    &self.after_restart,
+                    sender,
+                    recipient,
+                    Content::Memory(message),
+                )
                     .await,
             );
         }
