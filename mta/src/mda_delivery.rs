@@ -77,8 +77,8 @@ impl MdaDelivery {
                 }
             };
             queued.map_err(|e| {
-                    DeliveryError::temporary(format!("451 4.3.0 cannot queue forward: {e}"))
-                })?;
+                DeliveryError::temporary(format!("451 4.3.0 cannot queue forward: {e}"))
+            })?;
             tracing::info!(queue_id = %id, to = %recipient, nrcpt = envelope.recipients.len(),
                 "forward to remote alias targets queued");
         }
@@ -144,7 +144,7 @@ impl LocalDelivery for MdaDelivery {
                     recipient,
                     Content::Memory(message),
                 )
-                    .await,
+                .await,
             );
         }
         results

@@ -14,8 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::report::{DelayWarnings, Reporter, needs_report};
 use super::{
     Attempt, AttemptsRecorded, Destination, Queue, QueueError, QueuedContent, QueuedMessage,
-    RecipientStatus,
-    unix_now,
+    RecipientStatus, unix_now,
 };
 use crate::delivery::LocalDelivery;
 use crate::envelope::QueueId;
