@@ -478,7 +478,9 @@ impl Copy<'_> {
         let mut offset = 0;
         while offset < body.len() {
             let n = COMPARE_CHUNK.min(body.len() - offset);
-            let Ok(stored) = store.read_range(mailbox, uid, p + offset..p + offset + n).await
+            let Ok(stored) = store
+                .read_range(mailbox, uid, p + offset..p + offset + n)
+                .await
             else {
                 return false;
             };

@@ -13,6 +13,7 @@ pub mod lda;
 pub mod lmtp;
 mod message;
 mod reply;
+pub mod spool;
 
 use std::path::PathBuf;
 
