@@ -203,4 +203,58 @@ mod tests {
         assert_eq!(queued[0].recipients[0].address, "friend@remote.test");
         assert!(!queued[0].recipients[0].local);
     }
+
+    /// A file-backed queued message is filed from its file byte for byte; after a restart
+    /// the copy already filed is recognised (compared a chunk at a time) instead of being
+    /// filed twice, and a different big message is not mistaken for it.
+    #[tokio::test]
+    async fn big_file_message_is_filed_once_and_found_after_a_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = Config::defaults(true);
+        config.data_dir = tmp.path().to_path_buf();
+        let ctx = Context::open(config).await.unwrap();
+        ctx.directory.add_domain("example.org").await.unwrap();
+        ctx.directory
+            .add_user("alice@example.org", "pw", 0)
+            .await
+            .unwrap();
+        let queue = Arc::new(Queue::open(tmp.path().join("queue")).await.unwrap());
+        let mda = MdaDelivery::new(Delivery::from_context(&ctx), queue);
+        let mut big = b"Subject: big\r\n\r\n".to_vec();
+        while big.len() < 3_000_000 {
+            big.extend_from_slice(b"0123456789 the body of a big message\r\n");
+        }
+        let path = tmp.path().join("big");
+        std::fs::write(&path, &big).unwrap();
+        let rcpt = ["alice@example.org".to_string()];
+        let results = mda
+            .deliver_file_many("s@example.net", &rcpt, &path, false)
+            .await;
+        assert_eq!(results, vec![Ok(())]);
+        let inbox = ctx.store.user("alice", "example.org").await.unwrap();
+        let mut expected =
+            b"Return-Path: <s@example.net>\r\nDelivered-To: alice@example.org\r\n".to_vec();
+        expected.extend_from_slice(&big);
+        assert!(inbox.read("INBOX", 1).await.unwrap() == expected);
+
+        let results = mda
+            .deliver_file_many("s@example.net", &rcpt, &path, true)
+            .await;
+        assert_eq!(results, vec![Ok(())]);
+        assert_eq!(
+            inbox.status("INBOX").await.unwrap().messages,
+            1,
+            "filed twice"
+        );
+
+        // Same length, one byte different near the end: a different message.
+        let last = big.len() - 3;
+        big[last] = b'X';
+        std::fs::write(&path, &big).unwrap();
+        let results = mda
+            .deliver_file_many("s@example.net", &rcpt, &path, true)
+            .await;
+        assert_eq!(results, vec![Ok(())]);
+        assert_eq!(inbox.status("INBOX").await.unwrap().messages, 2);
+    }
 }
