@@ -205,7 +205,7 @@ fn fifty_big_messages_on_port_25_keep_memory_small() {
         hwm_kib / 1024
     );
     // Each message arrived whole: after the trace headers, exactly the bytes sent.
-    let mut seen = vec![false; CONNECTIONS];
+    let mut seen = [false; CONNECTIONS];
     for path in &files {
         let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
         let mut header = Vec::new();
