@@ -7,14 +7,17 @@
 //! - [`lmtp`]: the LMTP server (TCP and unix socket) for Postfix and for `hermod mta`
 //!   running apart.
 
+pub mod content;
 pub mod delivery;
 pub mod lda;
 pub mod lmtp;
 mod message;
 mod reply;
+pub mod spool;
 
 use std::path::PathBuf;
 
+pub use content::{Content, FileContent};
 pub use delivery::{Delivery, Envelope, RecipientResult, TargetOutcome, TargetResult, deliver};
 pub use lda::deliver_stdin;
 pub use lmtp::serve;

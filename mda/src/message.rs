@@ -23,10 +23,18 @@ fn header_safe(address: &str) -> String {
 /// The message with `Return-Path: <sender>` and `Delivered-To: recipient` on top, as
 /// Postfix's local(8) and Dovecot's LDA write them. An empty sender is the null sender `<>`.
 pub(crate) fn with_trace_headers(sender: &str, recipient: &str, message: &[u8]) -> Vec<u8> {
-    let eol = line_end(message);
+    let mut out = trace_headers(sender, recipient, message, message.len());
+    out.extend_from_slice(message);
+    out
+}
+
+/// Just the lines [`with_trace_headers`] puts on top of a message starting with `head`
+/// (`reserve`: extra capacity for the caller to append the message).
+pub(crate) fn trace_headers(sender: &str, recipient: &str, head: &[u8], reserve: usize) -> Vec<u8> {
+    let eol = line_end(head);
     let sender = header_safe(sender);
     let recipient = header_safe(recipient);
-    let mut out = Vec::with_capacity(message.len() + sender.len() + recipient.len() + 40);
+    let mut out = Vec::with_capacity(reserve + sender.len() + recipient.len() + 40);
     out.extend_from_slice(b"Return-Path: <");
     out.extend_from_slice(sender.as_bytes());
     out.extend_from_slice(b">");
@@ -34,7 +42,6 @@ pub(crate) fn with_trace_headers(sender: &str, recipient: &str, message: &[u8]) 
     out.extend_from_slice(b"Delivered-To: ");
     out.extend_from_slice(recipient.as_bytes());
     out.extend_from_slice(eol);
-    out.extend_from_slice(message);
     out
 }
 

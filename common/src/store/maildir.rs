@@ -124,6 +124,30 @@ pub(super) fn write_tmp(
     data: &[u8],
     internal_date: Option<i64>,
 ) -> io::Result<PathBuf> {
+    write_tmp_with(dir, base, internal_date, |f| f.write_all(data))
+}
+
+/// [`write_tmp`] for a message that is `prefix` then the content of the file `body`: the
+/// file is copied by the kernel (`copy_file_range`) or in bounded chunks, never read whole,
+/// so a big queued message costs no memory to deliver.
+pub(super) fn write_tmp_from_file(
+    dir: &Path,
+    base: &str,
+    prefix: &[u8],
+    body: &mut File,
+) -> io::Result<PathBuf> {
+    write_tmp_with(dir, base, None, |f| {
+        f.write_all(prefix)?;
+        io::copy(body, f).map(|_| ())
+    })
+}
+
+fn write_tmp_with(
+    dir: &Path,
+    base: &str,
+    internal_date: Option<i64>,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<PathBuf> {
     let path = dir.join("tmp").join(base);
     let mut f = OpenOptions::new()
         .write(true)
@@ -131,7 +155,7 @@ pub(super) fn write_tmp(
         .mode(0o600)
         .open(&path)?;
     let res = (|| {
-        f.write_all(data)?;
+        write(&mut f)?;
         if let Some(date) = internal_date.filter(|d| *d >= 0) {
             f.set_modified(UNIX_EPOCH + Duration::from_secs(date as u64))?;
         }

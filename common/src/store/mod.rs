@@ -218,6 +218,25 @@ impl UserStore {
         Ok(a.uid)
     }
 
+    /// [`UserStore::deliver`] of `prefix` (the trace headers) followed by the content of the
+    /// file `body` (a big queued message): into Maildir the file is copied, never held whole
+    /// in memory.
+    pub async fn deliver_file(
+        &self,
+        mailbox: &str,
+        prefix: &[u8],
+        body: &std::path::Path,
+    ) -> Result<Uid> {
+        let queue = &self.shared.appends;
+        let source = messages::Source::File { prefix, body };
+        let a = self
+            .shared
+            .core()
+            .append(mailbox, source, Flags::EMPTY, &[], None, queue)
+            .await?;
+        Ok(a.uid)
+    }
+
     /// APPEND with flags, keywords and INTERNALDATE (Unix seconds; `None` = now). Durable
     /// before it returns.
     pub async fn append(
@@ -231,7 +250,14 @@ impl UserStore {
         let queue = &self.shared.appends;
         self.shared
             .core()
-            .append(mailbox, message, flags, keywords, internal_date, queue)
+            .append(
+                mailbox,
+                messages::Source::Bytes(message),
+                flags,
+                keywords,
+                internal_date,
+                queue,
+            )
             .await
     }
 
