@@ -11,7 +11,7 @@
 use hermod_common::store::{Store, StoreError, Uid, UserStore};
 use hermod_common::{Context, Destination, Directory, User};
 
-use crate::message::{already_delivered_to, with_trace_headers};
+use crate::message::{already_delivered_to, is_quarantined, with_trace_headers};
 use crate::reply::Reply;
 
 /// The envelope of a message to deliver.
@@ -342,6 +342,12 @@ impl Delivery {
             }
         };
         let copy = with_trace_headers(sender, recipient, message);
+        // Quarantined by the MTA (DMARC): the Junk folder, found like a `+detail` folder.
+        let detail = if is_quarantined(message) {
+            Some("Junk")
+        } else {
+            detail
+        };
         if self.duplicate_check
             && let Some((mailbox, uid)) = find_copy(&store, detail, &copy).await
         {

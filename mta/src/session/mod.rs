@@ -28,6 +28,7 @@ use hermod_common::sasl;
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
 use smtp_proto::{EhloResponse, MailFrom, RcptTo, Request};
 
+use crate::auth::{MessageFacts, MessageOutcome, SenderAuth};
 use crate::envelope::{BodyType, DsnReturn, Envelope, EnvelopeRecipient, Notify, QueueId};
 pub use reply::Reply;
 
@@ -155,6 +156,32 @@ pub trait SessionBackend: LocalDomains {
         address: &str,
     ) -> impl Future<Output = Result<bool, BackendError>> + Send;
 
+    /// Mail authentication at MAIL FROM (SPF, [`crate::auth::MailAuth::check_sender`]);
+    /// Err refuses the sender. The default checks nothing.
+    fn check_sender(
+        &self,
+        peer: IpAddr,
+        helo: &str,
+        sender: &str,
+        authenticated: bool,
+        relay_allowed: bool,
+    ) -> impl Future<Output = Result<SenderAuth, Reply>> + Send {
+        let _ = (peer, helo, sender, authenticated, relay_allowed);
+        async { Ok(SenderAuth::default()) }
+    }
+
+    /// Mail authentication of a complete message ([`crate::auth::MailAuth::check_message`]):
+    /// verification and policy for mail from outside, DKIM signing for ours. The default
+    /// accepts the message unchanged.
+    fn check_message(
+        &self,
+        facts: MessageFacts,
+        message: Vec<u8>,
+    ) -> impl Future<Output = MessageOutcome> + Send {
+        let _ = facts;
+        async { MessageOutcome::Accept(message) }
+    }
+
     /// Stores the message durably. Ok means it is on disk: the client is told 250.
     fn enqueue(
         &self,
@@ -217,6 +244,8 @@ struct Transaction {
     body: Vec<u8>,
     /// A BDAT chunk was accepted: DATA is no longer allowed.
     bdat_started: bool,
+    /// SPF results of MAIL FROM, for the checks at the end of DATA.
+    sender_auth: SenderAuth,
 }
 
 /// One SMTP server session.
@@ -623,6 +652,20 @@ impl<B: SessionBackend> Session<B> {
                 Err(e) => return self.backend_failed(out, e),
             }
         }
+        let sender_auth = match self
+            .backend
+            .check_sender(
+                self.conn.peer,
+                self.helo.as_deref().unwrap_or_default(),
+                &sender,
+                self.user.is_some() && self.config.role.is_submission(),
+                self.conn.relay_allowed,
+            )
+            .await
+        {
+            Ok(auth) => auth,
+            Err(reply) => return self.send(out, reply),
+        };
         let ret = if from.flags & smtp_proto::MAIL_RET_FULL != 0 {
             Some(DsnReturn::Full)
         } else if from.flags & smtp_proto::MAIL_RET_HDRS != 0 {
@@ -646,6 +689,7 @@ impl<B: SessionBackend> Session<B> {
             recipients: Vec::new(),
             body: Vec::new(),
             bdat_started: false,
+            sender_auth,
         });
         self.send(out, Reply::new(250, [2, 1, 0], "Sender OK"));
     }
@@ -963,6 +1007,7 @@ impl<B: SessionBackend> Session<B> {
             smtputf8,
             recipients,
             body,
+            sender_auth,
             ..
         } = txn;
         let body = if message::has_bare_line_ending(&body) || !body.ends_with(b"\r\n") {
@@ -997,6 +1042,7 @@ impl<B: SessionBackend> Session<B> {
             date: now,
         })
         .into_bytes();
+        let trace_len = queued.len();
         if self.config.role.is_submission() {
             if message::count_fields(headers, "Message-ID") == 0 {
                 queued.extend_from_slice(
@@ -1012,6 +1058,20 @@ impl<B: SessionBackend> Session<B> {
         queued.reserve_exact(body.len());
         queued.extend_from_slice(&body);
         drop(body);
+        let facts = MessageFacts {
+            ip: self.conn.peer,
+            helo: helo.to_string(),
+            sender: sender.clone(),
+            authenticated: self.user.is_some() && self.config.role.is_submission(),
+            relay_allowed: self.conn.relay_allowed,
+            remote_recipients: recipients.iter().any(|r| !r.local),
+            sender_auth,
+            trace_len,
+        };
+        let queued = match self.backend.check_message(facts, queued).await {
+            MessageOutcome::Accept(message) => message,
+            MessageOutcome::Refuse(reply) => return self.send(out, reply),
+        };
         let envelope = Envelope {
             sender,
             recipients,
