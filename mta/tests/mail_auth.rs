@@ -430,6 +430,10 @@ From: x@bank.test\r\nSubject: s\r\n\r\nbody\r\n";
     let spoof = "From: ceo@hermod.test\r\nSubject: pay this\r\n\r\nnow\r\n";
     let reply = refused(r.receive("ceo@hermod.test", spoof.as_bytes()).await);
     assert!(reply.starts_with("550 5.7.1"), "{reply}");
+    // A second From address does not hide it (DMARC itself skips such messages).
+    let two = "From: ceo@hermod.test, x@bank.test\r\nSubject: pay this\r\n\r\nnow\r\n";
+    let reply = refused(r.receive("x@bank.test", two.as_bytes()).await);
+    assert!(reply.starts_with("550 5.7.1"), "{reply}");
     // Turned off, it is delivered (with the results).
     let off = rig(|c| c.refuse_local_spoofing = false).await;
     accepted(off.receive("ceo@hermod.test", spoof.as_bytes()).await);
@@ -543,4 +547,79 @@ async fn smtp_dialogue(addr: std::net::SocketAddr, lines: &[String]) -> Vec<Stri
         replies.push(read_reply(&mut conn).await);
     }
     replies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_25_refuses_spf_fail_at_mail_from_and_dmarc_reject_at_end_of_data() {
+    let w = outbound_support::World::new(|c, _, _| {
+        c.listen = vec![(Service::Smtp, vec!["127.0.0.1:0".parse().unwrap()])];
+        // Loopback plays an outside client.
+        c.mynetworks = Vec::new();
+        c.mail_auth.spf_refuse_fail = true;
+    })
+    .await;
+    // 127.0.0.1 is not allowed by either domain's SPF.
+    w.dns.txt("fail.test", "v=spf1 ip4:198.51.100.1 -all");
+    w.dns.txt("reject.test", "v=spf1 ip4:198.51.100.1 ~all");
+    w.dns.txt("_dmarc.reject.test", "v=DMARC1; p=reject");
+    w.ctx.bind(&[Service::Smtp]).unwrap();
+    let smtp = w.ctx.bound_addrs()[0].1;
+    let shutdown = Shutdown::new();
+    let mailbox = Arc::new(outbound_support::Mailbox::default());
+    let daemon = tokio::spawn(hermod_mta::serve_with(
+        w.ctx.clone(),
+        shutdown.clone(),
+        mailbox.clone(),
+    ));
+
+    let replies = smtp_dialogue(
+        smtp,
+        &[
+            "EHLO client.outside.test".into(),
+            "MAIL FROM:<x@fail.test>".into(),
+            "MAIL FROM:<x@reject.test>".into(),
+            "RCPT TO:<alice@hermod.test>".into(),
+            "DATA".into(),
+            "From: x@reject.test\r\nSubject: s\r\n\r\nbody\r\n.".into(),
+            "MAIL FROM:<x@other.test>".into(),
+            "RCPT TO:<alice@hermod.test>".into(),
+            "DATA".into(),
+            "Authentication-Results: mx.hermod.test; dmarc=pass\r\nFrom: x@other.test\r\nSubject: s\r\n\r\nbody\r\n.".into(),
+            "QUIT".into(),
+        ],
+    )
+    .await;
+    assert!(replies[2].starts_with("550 5.7.23"), "{replies:?}");
+    assert!(replies[3].starts_with("250"), "{replies:?}");
+    assert!(replies[6].starts_with("550 5.7.1"), "{replies:?}");
+    assert!(replies[10].starts_with("250 "), "{replies:?}");
+
+    let (_, _, message) = outbound_support::wait_for("the local delivery", async || {
+        mailbox.delivered.lock().unwrap().first().cloned()
+    })
+    .await;
+    let message = String::from_utf8(message).unwrap();
+    assert!(
+        message.starts_with("Received: "),
+        "our Received stays on top"
+    );
+    assert_eq!(
+        message
+            .matches("Authentication-Results: mx.hermod.test")
+            .count(),
+        1,
+        "{message}"
+    );
+    let results = our_results(&message);
+    assert!(
+        results.contains("spf=none") && !results.contains("dmarc=pass"),
+        "{results}"
+    );
+
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(20), daemon)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

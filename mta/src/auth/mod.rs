@@ -166,13 +166,18 @@ impl MailAuth {
                 ));
             };
             message = checked;
-            let from_is_local = match &verification.from_domain {
-                Some(d) => local.is_local_domain(d).await.unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "local domain lookup failed");
-                    false
-                }),
-                None => false,
-            };
+            let mut from_is_local = false;
+            // Bounded by the From field, which the size limit bounds.
+            for domain in &verification.from_domains {
+                match local.is_local_domain(domain).await {
+                    Ok(true) => {
+                        from_is_local = true;
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "local domain lookup failed"),
+                }
+            }
             let roll = rand::random_range(0..100u8);
             let mut fields = verification.header.clone().into_bytes();
             match policy::message(&self.config, &verification, from_is_local, roll) {

@@ -16,6 +16,20 @@ pub enum Disposition {
     Refuse(Reply),
 }
 
+/// A domain from the message, fit for a reply line (nothing a client could inject).
+fn printable_domain(domain: &str) -> String {
+    let ok = !domain.is_empty()
+        && domain.len() <= 255
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    if ok {
+        domain.to_string()
+    } else {
+        "the sender's domain".to_string()
+    }
+}
+
 /// At MAIL FROM: refuse an SPF `fail` of the sender's domain when the admin asked for it.
 pub fn sender(config: &MailAuthConfig, auth: &SenderAuth, sender: &str) -> Option<Reply> {
     let failed = auth
@@ -23,7 +37,7 @@ pub fn sender(config: &MailAuthConfig, auth: &SenderAuth, sender: &str) -> Optio
         .as_ref()
         .is_some_and(|spf| spf.result() == SpfResult::Fail);
     (config.spf_refuse_fail && failed).then(|| {
-        let domain = sender.rsplit_once('@').map_or(sender, |(_, d)| d);
+        let domain = printable_domain(sender.rsplit_once('@').map_or(sender, |(_, d)| d));
         // RFC 7372: 5.7.23 "SPF validation failed".
         Reply::new(
             550,
@@ -42,7 +56,7 @@ pub fn message(
     from_is_local: bool,
     roll: u8,
 ) -> Disposition {
-    let from = verification.from_domain.as_deref().unwrap_or("");
+    let from = printable_domain(verification.from_domain.as_deref().unwrap_or(""));
     if from_is_local && config.refuse_local_spoofing {
         match verification.dmarc {
             DmarcVerdict::Pass => {}
@@ -92,6 +106,7 @@ mod tests {
         Verification {
             header: String::new(),
             from_domain: Some("bank.test".into()),
+            from_domains: vec!["bank.test".into()],
             dmarc,
         }
     }

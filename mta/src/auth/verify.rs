@@ -52,6 +52,9 @@ pub struct Verification {
     pub header: String,
     /// The RFC 5322 From domain (lower-case), if there is exactly one.
     pub from_domain: Option<String>,
+    /// Every From domain (lower-case), for the spoofing check: a second address must not
+    /// smuggle one of our domains past DMARC, which skips such messages.
+    pub from_domains: Vec<String>,
     pub dmarc: DmarcVerdict,
 }
 
@@ -87,6 +90,7 @@ impl Verifier {
         Verification {
             header: AuthenticationResults::new(&self.hostname).to_header(),
             from_domain: None,
+            from_domains: Vec::new(),
             dmarc: DmarcVerdict::TempError,
         }
     }
@@ -139,11 +143,17 @@ impl Verifier {
             return Verification {
                 header: results.to_header(),
                 from_domain: None,
+                from_domains: Vec::new(),
                 dmarc: DmarcVerdict::None,
             };
         };
         let from = parsed.from().to_string();
         let from_domain = single_from_domain(parsed.froms());
+        let from_domains: Vec<String> = parsed
+            .froms()
+            .iter()
+            .filter_map(|f| f.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
+            .collect();
 
         let dkim = if config.dkim || config.dmarc {
             let outputs = self.authenticator.verify_dkim(&parsed).await;
@@ -219,6 +229,7 @@ impl Verifier {
         Verification {
             header: results.to_header(),
             from_domain,
+            from_domains,
             dmarc: dmarc_verdict,
         }
     }
