@@ -327,6 +327,8 @@ async fn load_external(o: &Options, addr: SocketAddr) {
     print_results(o, accepted_in, delivered_in, &latencies);
 }
 
+// The tests' fake DNS; the benchmark uses only its TXT records.
+#[allow(dead_code)]
 #[path = "../tests/outbound_support/dns.rs"]
 mod fake_dns;
 
