@@ -157,6 +157,13 @@ pub async fn domain(opts: &LoadOptions, action: DomainAction) -> Result<ExitCode
     let dir = open_directory(&config).await?;
     match action {
         DomainAction::Add { domain, no_dkim } => {
+            let known = dir.list_domains().await?;
+            let new = !known
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(domain.trim_end_matches('.')));
+            if let Err(m) = config.check_mbox_domains(known.len() + usize::from(new)) {
+                bail!("cannot add {domain}: config key `mbox_path` {m}");
+            }
             let d = dir.add_domain(&domain).await?;
             println!("added domain {d}");
             if !no_dkim {

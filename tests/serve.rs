@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::Setup;
 
 fn fingerprint(log: &str) -> String {
@@ -22,8 +24,8 @@ fn fingerprint(log: &str) -> String {
 fn serve_dev_starts_logs_and_stops_cleanly() {
     let s = Setup::new("", "");
     let mut server = s.start("serve", s.ports.imap);
-    // Give the start-up lines a moment to reach the log reader.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // `start` waited for "hermod started", which is logged after the listeners and the
+    // certificate: those lines are in the log already.
     let log = server.log();
     for port in [
         s.ports.smtp,
@@ -56,7 +58,6 @@ fn serve_dev_starts_logs_and_stops_cleanly() {
 
     // A second start reuses the certificate; SIGINT also exits 0.
     let mut again = s.start("serve", s.ports.imap);
-    std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(fingerprint(&again.log()), fp);
     let status = again.signal_and_wait("INT");
     assert!(status.success(), "exit status after SIGINT: {status}");
@@ -109,4 +110,73 @@ fn sighup_reloads_the_certificate_without_stopping() {
     );
     assert!(std::net::TcpStream::connect(("127.0.0.1", s.ports.imaps)).is_ok());
     assert!(server.signal_and_wait("TERM").success());
+}
+
+/// SIGTERM in the middle of an SMTP transaction: hermod stops accepting at once, lets the
+/// open session finish its message (250) and QUIT, then exits 0; the message is kept.
+#[test]
+fn sigterm_lets_a_session_in_progress_finish() {
+    let s = Setup::new("", "");
+    s.add_user("bob@localhost", "builder");
+    let mut server = s.start("serve", s.ports.smtp);
+    let mut c = common::LineClient::connect(s.ports.smtp);
+    assert_eq!(c.reply().expect("greeting").0, 220);
+    c.command("EHLO client.test", 250);
+    c.command("MAIL FROM:<alice@example.org>", 250);
+    c.command("RCPT TO:<bob@localhost>", 250);
+    c.command("DATA", 354);
+    c.send(b"Subject: finished after SIGTERM\r\n\r\nfirst half\r\n");
+    let pid = server.child.id().to_string();
+    let signalled = std::time::Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    common::wait_until("the SIGTERM log line", Duration::from_secs(10), || {
+        server
+            .log()
+            .contains("SIGTERM: shutting down")
+            .then_some(())
+    });
+    // No new sessions while the old one finishes.
+    common::wait_until("the listener to close", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(("127.0.0.1", s.ports.smtp))
+            .is_err()
+            .then_some(())
+    });
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "exited before the session ended"
+    );
+    c.send(b"second half\r\n.\r\n");
+    let (code, text) = c.reply().expect("reply to the data");
+    assert_eq!(code, 250, "{text}");
+    c.send(b"QUIT\r\n");
+    let _ = c.reply();
+    let status = common::wait_until("hermod to exit", Duration::from_secs(15), || {
+        server.child.try_wait().unwrap()
+    });
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "waited for the whole grace time"
+    );
+    // The acknowledged message is delivered (now, or by the next start from the queue).
+    let _again = s.start("serve", s.ports.smtp);
+    let stored = common::wait_until(
+        "the message in bob's INBOX",
+        Duration::from_secs(15),
+        || {
+            common::maildir_messages(&s.data_dir(), "localhost", "bob")
+                .into_iter()
+                .find(|m| m.contains("Subject: finished after SIGTERM"))
+        },
+    );
+    assert!(
+        stored.ends_with("first half\r\nsecond half\r\n"),
+        "{stored:?}"
+    );
 }

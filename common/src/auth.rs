@@ -1,108 +1,69 @@
 //! Authentication for the daemons: argon2id verification with a dummy check for unknown
-//! logins (equal timing), and a throttle of failed attempts per remote IP and per login.
+//! logins (equal timing), the failed-login [`Throttle`], and a cap on concurrent password
+//! checks.
+//!
+//! Each argon2id check costs about 19 MiB and a core for tens of milliseconds; without a cap,
+//! enough parallel attempts take GiBs and fill tokio's blocking pool that local delivery
+//! needs too. At most [`Authenticator::max_concurrent`] checks run at once (a few per core);
+//! the others wait up to a bounded time and then get a temporary failure.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use crate::directory::{Directory, DirectoryError, User};
+use crate::log_escape;
+pub use crate::login_throttle::Throttle;
 use crate::password;
 
-/// Failures older than this are forgotten.
-const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// The longest delay a throttled client waits for its answer.
-const MAX_DELAY: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
-    last: Instant,
-}
-
-/// Counts failed logins and says how long to delay the next answer.
-#[derive(Debug, Default)]
-pub struct Throttle {
-    by_ip: Mutex<HashMap<IpAddr, Failures>>,
-    by_login: Mutex<HashMap<String, Failures>>,
-    free_failures: u32,
-}
-
-impl Throttle {
-    /// `free_failures`: how many failures pass before delays start.
-    pub fn new(free_failures: u32) -> Throttle {
-        Throttle {
-            free_failures,
-            ..Throttle::default()
-        }
-    }
-
-    fn count<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, Failures>>, key: &K) -> u32 {
-        let map = map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key)
-            .filter(|f| f.last.elapsed() < FAILURE_WINDOW)
-            .map_or(0, |f| f.count)
-    }
-
-    fn bump<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, Failures>>, key: K) {
-        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-        // Keep the table bounded: drop stale entries when it grows.
-        if map.len() > 100_000 {
-            map.retain(|_, f| f.last.elapsed() < FAILURE_WINDOW);
-        }
-        let entry = map.entry(key).or_insert(Failures {
-            count: 0,
-            last: Instant::now(),
-        });
-        if entry.last.elapsed() >= FAILURE_WINDOW {
-            entry.count = 0;
-        }
-        entry.count = entry.count.saturating_add(1);
-        entry.last = Instant::now();
-    }
-
-    /// The delay before answering the next attempt from `ip` for `login`: none for the first
-    /// few failures, then 1 s doubling up to 30 s.
-    pub fn delay(&self, ip: IpAddr, login: &str) -> Duration {
-        let n =
-            Self::count(&self.by_ip, &ip).max(Self::count(&self.by_login, &login.to_lowercase()));
-        if n < self.free_failures {
-            return Duration::ZERO;
-        }
-        let exp = (n - self.free_failures).min(5);
-        Duration::from_secs(1 << exp).min(MAX_DELAY)
-    }
-
-    pub fn record_failure(&self, ip: IpAddr, login: &str) {
-        Self::bump(&self.by_ip, ip);
-        Self::bump(&self.by_login, login.to_lowercase());
-    }
-
-    pub fn record_success(&self, ip: IpAddr, login: &str) {
-        self.by_login
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&login.to_lowercase());
-        self.by_ip
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&ip);
-    }
-}
+/// Password checks running at once per core.
+const CHECKS_PER_CORE: usize = 2;
+/// How long a login waits for a free check slot before it gets a temporary failure.
+const DEFAULT_CHECK_WAIT: Duration = Duration::from_secs(10);
 
 /// Verifies logins against the directory. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct Authenticator {
     directory: Directory,
     throttle: Arc<Throttle>,
+    checks: Arc<Semaphore>,
+    max_concurrent: usize,
+    check_wait: Duration,
 }
 
 impl Authenticator {
     pub fn new(directory: Directory, free_failures: u32) -> Authenticator {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Authenticator::with_limits(
+            directory,
+            free_failures,
+            CHECKS_PER_CORE * cores,
+            DEFAULT_CHECK_WAIT,
+        )
+    }
+
+    /// `max_concurrent` password checks at once; a login waits at most `check_wait` for one.
+    pub fn with_limits(
+        directory: Directory,
+        free_failures: u32,
+        max_concurrent: usize,
+        check_wait: Duration,
+    ) -> Authenticator {
+        let max_concurrent = max_concurrent.max(1);
         Authenticator {
             directory,
             throttle: Arc::new(Throttle::new(free_failures)),
+            checks: Arc::new(Semaphore::new(max_concurrent)),
+            max_concurrent,
+            check_wait,
         }
+    }
+
+    /// How many password checks may run at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.max_concurrent
     }
 
     pub fn directory(&self) -> &Directory {
@@ -119,9 +80,11 @@ impl Authenticator {
         password: &str,
         ip: IpAddr,
     ) -> Result<Option<User>, DirectoryError> {
+        let shown = log_escape::escape(login);
         let delay = self.throttle.delay(ip, login);
         if !delay.is_zero() {
-            tracing::info!(%ip, login, delay_ms = delay.as_millis() as u64, "throttling login");
+            tracing::info!(%ip, login = %shown, delay_ms = delay.as_millis() as u64,
+                "throttling login");
             tokio::time::sleep(delay).await;
         }
         let creds = self.directory.credentials(login).await?;
@@ -129,10 +92,27 @@ impl Authenticator {
             Some((u, h)) => (Some(u), h),
             None => (None, password::dummy_hash().to_string()),
         };
+        // The dummy check for unknown logins takes a slot too: same cost, same timing.
+        let permit = match tokio::time::timeout(
+            self.check_wait,
+            self.checks.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!(%ip, login = %shown, "too many password checks at once");
+                return Err(DirectoryError::AuthBusy);
+            }
+        };
         let pw = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || password::verify(&pw, &hash))
-            .await
-            .map_err(|e| DirectoryError::Join(e.to_string()))?;
+        let ok = tokio::task::spawn_blocking(move || {
+            let ok = password::verify(&pw, &hash);
+            drop(permit);
+            ok
+        })
+        .await
+        .map_err(|e| DirectoryError::Join(e.to_string()))?;
         match user {
             Some(u) if ok => {
                 self.throttle.record_success(ip, login);
@@ -141,7 +121,7 @@ impl Authenticator {
             _ => {
                 self.throttle.record_failure(ip, login);
                 crate::metrics::inc(crate::metrics::Counter::AuthFailures);
-                tracing::info!(%ip, login, "authentication failed");
+                tracing::info!(%ip, login = %shown, "authentication failed");
                 Ok(None)
             }
         }
@@ -152,28 +132,27 @@ impl Authenticator {
 mod tests {
     use super::*;
 
-    #[test]
-    fn throttle_grows_and_resets() {
-        let t = Throttle::new(3);
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..3 {
-            assert_eq!(t.delay(ip, "a@b.c"), Duration::ZERO);
-            t.record_failure(ip, "a@b.c");
+    #[tokio::test]
+    async fn password_checks_are_capped_and_the_excess_gets_a_temporary_failure() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Directory::open(&tmp.path().join("d.sqlite"), &["localhost".into()])
+            .await
+            .unwrap();
+        dir.add_user("alice@localhost", "secret", 0).await.unwrap();
+        let auth = Authenticator::with_limits(dir, 3, 1, Duration::from_millis(200));
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        // Another login's check holds the only slot.
+        let busy = auth.checks.clone().acquire_owned().await.unwrap();
+        for login in ["alice@localhost", "ghost@localhost"] {
+            let started = std::time::Instant::now();
+            let result = auth.verify(login, "secret", ip).await;
+            assert!(matches!(result, Err(DirectoryError::AuthBusy)), "{login}");
+            assert!(started.elapsed() >= Duration::from_millis(200));
         }
-        assert_eq!(t.delay(ip, "a@b.c"), Duration::from_secs(1));
-        t.record_failure(ip, "a@b.c");
-        assert_eq!(t.delay(ip, "a@b.c"), Duration::from_secs(2));
-        // Another IP guessing the same login is throttled too.
-        assert_eq!(
-            t.delay("192.0.2.9".parse().unwrap(), "A@B.C"),
-            Duration::from_secs(2)
-        );
-        for _ in 0..20 {
-            t.record_failure(ip, "a@b.c");
-        }
-        assert_eq!(t.delay(ip, "a@b.c"), MAX_DELAY);
-        t.record_success(ip, "a@b.c");
-        assert_eq!(t.delay(ip, "a@b.c"), Duration::ZERO);
+        drop(busy);
+        let u = auth.verify("alice@localhost", "secret", ip).await.unwrap();
+        assert_eq!(u.unwrap().address, "alice@localhost");
+        assert_eq!(auth.checks.available_permits(), 1, "the slot is given back");
     }
 
     #[tokio::test]

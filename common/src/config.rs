@@ -267,6 +267,9 @@ pub struct Limits {
     pub max_errors: usize,
     /// Failed logins from one IP or for one login before answers are delayed.
     pub auth_failures_before_delay: u32,
+    /// Seconds a write to a client may wait (a client that stops reading) before the
+    /// connection is dropped.
+    pub write_timeout: u64,
 }
 
 impl Default for Limits {
@@ -279,6 +282,7 @@ impl Default for Limits {
             max_recipients: 100,
             max_errors: 10,
             auth_failures_before_delay: 3,
+            write_timeout: 300,
         }
     }
 }
@@ -415,6 +419,9 @@ pub struct Config {
     pub mailbox_format: MailboxFormat,
     /// Where mbox INBOXes live; `{localpart}` and `{domain}` are replaced.
     pub mbox_path: String,
+    /// Folders that `user+folder@domain` may file into: names, or `*` for every folder
+    /// without a special use. Sent, Drafts and Trash never; Junk and Archive only by name.
+    pub plus_address_folders: Vec<String>,
     /// Allow passwords over unencrypted connections (off: the safe default).
     pub allow_plaintext_auth: bool,
     /// User (and group) to run as after binding the ports when started as root.
@@ -467,6 +474,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     mailbox_format: Option<MailboxFormat>,
     mbox_path: Option<String>,
+    plus_address_folders: Option<Vec<String>>,
     allow_plaintext_auth: Option<bool>,
     run_as_user: Option<String>,
     run_as_group: Option<String>,
@@ -548,11 +556,13 @@ impl Config {
                 PathBuf::from("/var/lib/hermod")
             },
             mailbox_format: MailboxFormat::Maildir,
+            // Per domain, so alice@a.org and alice@b.org never share an INBOX.
             mbox_path: if dev {
-                "spool/{localpart}".to_string()
+                "spool/{domain}/{localpart}".to_string()
             } else {
-                "/var/spool/mail/{localpart}".to_string()
+                "/var/spool/mail/{domain}/{localpart}".to_string()
             },
+            plus_address_folders: vec!["*".to_string()],
             allow_plaintext_auth: false,
             run_as_user: None,
             run_as_group: None,
@@ -716,6 +726,12 @@ impl Config {
             }
             self.mbox_path = v;
         }
+        if let Err(m) = self.check_mbox_domains(self.mydestination.len()) {
+            return Err(invalid("mbox_path", m));
+        }
+        if let Some(v) = file.plus_address_folders {
+            self.plus_address_folders = v;
+        }
         if let Some(v) = file.allow_plaintext_auth {
             self.allow_plaintext_auth = v;
         }
@@ -842,6 +858,22 @@ impl Config {
         Ok(())
     }
 
+    /// With mbox, a path template without `{domain}` gives `alice@a.org` and `alice@b.org`
+    /// one INBOX: allowed only while a single domain is local. `local_domains` counts
+    /// `mydestination` and the directory's domains (`hermod domain add` asks too).
+    pub fn check_mbox_domains(&self, local_domains: usize) -> Result<(), String> {
+        if self.mailbox_format == MailboxFormat::Mbox
+            && !self.mbox_path.contains("{domain}")
+            && local_domains > 1
+        {
+            return Err(format!(
+                "must contain {{domain}} when more than one domain is local ({local_domains} \
+                 are): without it the same local part in two domains shares one INBOX"
+            ));
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid("data_dir must not be empty".into()));
@@ -913,6 +945,14 @@ impl Config {
         ));
         out.push_str(&format!("mbox_path = {}\n", q(&self.mbox_path)));
         out.push_str(&format!(
+            "plus_address_folders = [{}]\n",
+            self.plus_address_folders
+                .iter()
+                .map(|f| q(f))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        out.push_str(&format!(
             "allow_plaintext_auth = {}\n",
             self.allow_plaintext_auth
         ));
@@ -981,6 +1021,7 @@ impl Config {
             "\n[limits]\nmax_connections = {}\nmax_connections_per_ip = {}\nidle_timeout = {}\nmax_line_length = {}\nmax_recipients = {}\nmax_errors = {}\nauth_failures_before_delay = {}\n",
             l.max_connections, l.max_connections_per_ip, l.idle_timeout, l.max_line_length, l.max_recipients, l.max_errors, l.auth_failures_before_delay
         ));
+        out.push_str(&format!("write_timeout = {}\n", l.write_timeout));
         out.push_str(&self.mail_auth.render());
         out
     }
@@ -1084,6 +1125,35 @@ mod tests {
         let mut c = Config::defaults(dev);
         c.apply_file(Path::new("test.toml"), text)?;
         Ok(c)
+    }
+
+    #[test]
+    fn mbox_path_must_name_the_domain_when_several_are_local() {
+        let err = load_text(
+            false,
+            "mailbox_format = \"mbox\"\nmydestination = [\"a.org\", \"b.org\"]\nmbox_path = \"/var/spool/mail/{localpart}\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("mbox_path") && err.contains("{domain}"),
+            "{err}"
+        );
+        // One local domain: the classic path is fine.
+        let one = load_text(
+            false,
+            "mailbox_format = \"mbox\"\nmydestination = [\"a.org\"]\nmbox_path = \"/var/spool/mail/{localpart}\"\n",
+        )
+        .unwrap();
+        assert!(one.check_mbox_domains(1).is_ok());
+        // ...until a second domain is added to the directory.
+        assert!(one.check_mbox_domains(2).is_err());
+        // The defaults are domain-safe.
+        for dev in [false, true] {
+            let c = load_text(dev, "mailbox_format = \"mbox\"\n").unwrap();
+            assert!(c.mbox_path.contains("{domain}"), "{}", c.mbox_path);
+            assert!(c.check_mbox_domains(5).is_ok());
+        }
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub enum ContextError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Bind(#[from] BindError),
+    #[error("config key `mbox_path`: {0}")]
+    MboxPath(String),
 }
 
 /// Sockets bound per service, before the context exists.
@@ -96,6 +98,10 @@ impl Context {
     pub async fn open(config: Config) -> Result<Arc<Context>, ContextError> {
         check_data_dir(&config.data_dir)?;
         let directory = Directory::open(&config.directory_path(), &config.mydestination).await?;
+        let domains = directory.list_domains().await?.len();
+        config
+            .check_mbox_domains(domains)
+            .map_err(ContextError::MboxPath)?;
         let tls = Tls::load(&config)?;
         let auth = Authenticator::new(directory.clone(), config.limits.auth_failures_before_delay);
         let store = Store::new(store_config(&config));

@@ -19,6 +19,10 @@ use crate::password;
 pub enum DirectoryError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Every password-check slot stayed taken for the bounded wait: the client should retry
+    /// (SMTP 454 4.7.0, IMAP NO [UNAVAILABLE], POP3 -ERR [SYS/TEMP]).
+    #[error("too many logins being checked at once, try again")]
+    AuthBusy,
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]

@@ -11,6 +11,8 @@ pub mod context;
 pub mod directory;
 pub mod dns_records;
 pub mod http;
+pub mod log_escape;
+pub mod login_throttle;
 pub mod metrics;
 pub mod net;
 pub mod password;

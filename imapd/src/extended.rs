@@ -111,17 +111,8 @@ impl<'a> Lexer<'a> {
                 if self.input.get(start) != Some(&b'{') {
                     return self.atom();
                 }
-                let close = self.input[start..]
-                    .iter()
-                    .position(|&c| c == b'}')
-                    .ok_or(Malformed("bad literal"))?
-                    + start;
-                let digits = &self.input[start + 1..close];
-                let digits = digits.strip_suffix(b"+").unwrap_or(digits);
-                let n: usize = std::str::from_utf8(digits)
-                    .ok()
-                    .and_then(|d| d.parse().ok())
-                    .ok_or(Malformed("bad literal"))?;
+                let (close, n) =
+                    literal_length(self.input, start).ok_or(Malformed("bad literal"))?;
                 let data_start = close
                     + 1
                     + if self.input[close + 1..].starts_with(b"\r\n") {
@@ -154,6 +145,34 @@ impl<'a> Lexer<'a> {
         }
         Ok(Some(Token::Atom(self.input[start..self.pos].to_vec())))
     }
+}
+
+/// The literal announced by the `{` at `brace`: the position of its `}` and its length.
+/// Only the digits (and a `+` or `-`) after the brace are looked at, so every `{` of a
+/// hostile line costs a few bytes, not a scan to the end of the line.
+fn literal_length(input: &[u8], brace: usize) -> Option<(usize, usize)> {
+    let digits_start = brace + 1;
+    let digits = input
+        .get(digits_start..)?
+        .iter()
+        .take(20)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    let mut close = digits_start + digits;
+    if matches!(input.get(close), Some(b'+' | b'-')) {
+        close += 1;
+    }
+    if input.get(close) != Some(&b'}') {
+        return None;
+    }
+    let n = std::str::from_utf8(&input[digits_start..digits_start + digits])
+        .ok()?
+        .parse()
+        .ok()?;
+    Some((close, n))
 }
 
 /// Splits a command into its tokens, with the byte offset where each top-level token starts.
@@ -251,11 +270,12 @@ pub fn parse(line: &[u8]) -> Option<Result<Extended, Malformed>> {
     // Cheap check first: only LIST, SEARCH with RETURN and CREATE with options come here.
     let mut words = line.splitn(4, |&b| b == b' ');
     let _tag = words.next()?;
-    let mut name = words.next()?.to_ascii_uppercase();
+    // Command names are short: a long second word is none of ours (and not worth copying).
+    let mut name = words.next().filter(|w| w.len() <= 16)?.to_ascii_uppercase();
     let mut uid = false;
     if name == b"UID" {
         uid = true;
-        name = words.next()?.to_ascii_uppercase();
+        name = words.next().filter(|w| w.len() <= 16)?.to_ascii_uppercase();
     }
     let name = name.strip_suffix(b"\r\n").unwrap_or(&name).to_vec();
     match (name.as_slice(), uid) {
@@ -512,14 +532,8 @@ pub fn quoted_8bit_to_literals(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
             }
             b'{' => {
                 // Copy a literal (announcement and data) unchanged.
-                let close = line[i..].iter().position(|&c| c == b'}').map(|p| i + p);
-                let n = close.and_then(|c| {
-                    let d = &line[i + 1..c];
-                    let d = d.strip_suffix(b"+").unwrap_or(d);
-                    std::str::from_utf8(d).ok()?.parse::<usize>().ok()
-                });
-                match (close, n) {
-                    (Some(c), Some(n)) if line[c + 1..].starts_with(b"\r\n") => {
+                match literal_length(line, i) {
+                    Some((c, n)) if line[c + 1..].starts_with(b"\r\n") => {
                         let end = (c + 3).saturating_add(n).min(line.len());
                         out.extend_from_slice(&line[i..end]);
                         i = end;
@@ -648,6 +662,41 @@ mod tests {
         assert!(tokenize(b"a LIST {18446744073709551615}\r\nx\r\n").is_err());
         let line = b"a SEARCH \"\xc3\xa9\" {18446744073709551615}\r\nx\r\n";
         let _ = quoted_8bit_to_literals(line);
+    }
+
+    /// A 64 KiB line of `{` with one 8-bit byte: each `{` used to be followed by a scan to
+    /// the end of the line (quadratic); now every pass over it takes milliseconds.
+    #[test]
+    fn hostile_braces_are_linear() {
+        let mut line = b"a SEARCH ".to_vec();
+        line.extend(std::iter::repeat_n(b'{', 64 * 1024));
+        line.extend_from_slice("é\r\n".as_bytes());
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            quoted_8bit_to_literals(&line),
+            std::borrow::Cow::Owned(_)
+        ));
+        let _ = tokenize(&line);
+        let _ = parse(&line);
+        let mut list = b"a LIST \"\" ".to_vec();
+        list.extend_from_slice(&line[9..]);
+        let _ = parse(&list);
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_millis(200),
+            "took {took:?}"
+        );
+    }
+
+    #[test]
+    fn literal_lengths() {
+        assert_eq!(literal_length(b"{3}", 0), Some((2, 3)));
+        assert_eq!(literal_length(b"x{12+}", 1), Some((5, 12)));
+        assert_eq!(literal_length(b"{3-}", 0), Some((3, 3)));
+        assert_eq!(literal_length(b"{}", 0), None);
+        assert_eq!(literal_length(b"{3", 0), None);
+        assert_eq!(literal_length(b"{a}", 0), None);
+        assert_eq!(literal_length(b"{99999999999999999999}", 0), None);
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub enum Frame {
     /// A literal larger than the limit. Synchronizing ones were refused before the client
     /// sent them; non-synchronizing ones were read and dropped. The command is skipped.
     LiteralTooLarge(Option<Vec<u8>>),
+    /// A non-synchronizing literal larger than the limit while the framer is strict
+    /// (before login): the client sends it anyway, so the connection is to be closed
+    /// rather than read it. Everything buffered was dropped.
+    LiteralRefused(Option<Vec<u8>>),
 }
 
 #[derive(Debug)]
@@ -27,7 +31,7 @@ enum State {
     Line,
     /// Reading `remaining` bytes of literal data (kept unless the command is poisoned).
     Literal { remaining: u64 },
-    /// Skipping the rest of an overlong line.
+    /// Skipping the rest of an overlong line (already reported as [`Frame::LineTooLong`]).
     SkipLine,
 }
 
@@ -36,6 +40,9 @@ enum State {
 pub struct Framer {
     input: Vec<u8>,
     pos: usize,
+    /// Bytes after `pos` already searched for a line end: a line arriving in small pieces
+    /// is searched once, not once per piece.
+    scanned: usize,
     command: Vec<u8>,
     state: State,
     /// Set when a literal was too large: the rest of the command is read and dropped.
@@ -44,6 +51,8 @@ pub struct Framer {
     line_mode: bool,
     max_line: usize,
     max_literal: u64,
+    /// Close on an oversized non-synchronizing literal instead of reading it (before login).
+    strict: bool,
     tag: Option<Vec<u8>>,
 }
 
@@ -52,14 +61,25 @@ impl Framer {
         Framer {
             input: Vec::new(),
             pos: 0,
+            scanned: 0,
             command: Vec::new(),
             state: State::Line,
             poisoned: false,
             line_mode: false,
             max_line,
             max_literal,
+            strict: false,
             tag: None,
         }
+    }
+
+    /// Sets the limits for the frames still to come (they depend on the session state:
+    /// small before login). `strict`: an oversized non-synchronizing literal ends the
+    /// connection ([`Frame::LiteralRefused`]) instead of being read and dropped.
+    pub fn set_limits(&mut self, max_line: usize, max_literal: u64, strict: bool) {
+        self.max_line = max_line;
+        self.max_literal = max_literal;
+        self.strict = strict;
     }
 
     /// Adds bytes received from the client.
@@ -81,6 +101,7 @@ impl Framer {
     pub fn clear(&mut self) {
         self.input.clear();
         self.pos = 0;
+        self.scanned = 0;
         self.command.clear();
         self.state = State::Line;
         self.poisoned = false;
@@ -92,6 +113,7 @@ impl Framer {
         let rest = self.input.split_off(self.pos);
         self.input.clear();
         self.pos = 0;
+        self.scanned = 0;
         rest
     }
 
@@ -140,11 +162,12 @@ impl Framer {
                     let nl = self.input[self.pos..].iter().position(|&b| b == b'\n');
                     match nl {
                         Some(p) => {
+                            // Reported when the limit was passed; go on with the next line.
                             self.pos += p + 1;
                             self.state = State::Line;
                             self.command.clear();
                             self.poisoned = false;
-                            return Some(Frame::LineTooLong(self.tag.take()));
+                            self.tag = None;
                         }
                         None => {
                             self.pos = self.input.len();
@@ -154,17 +177,26 @@ impl Framer {
                     }
                 }
                 State::Line => {
-                    let nl = self.input[self.pos..].iter().position(|&b| b == b'\n');
-                    let Some(p) = nl else {
+                    let from = self.pos + self.scanned;
+                    let nl = self.input[from..].iter().position(|&b| b == b'\n');
+                    let Some(p) = nl.map(|p| p + self.scanned) else {
+                        self.scanned = self.input.len() - self.pos;
                         if self.input.len() - self.pos > self.max_line {
+                            // Refused at once, not when (if ever) the line ends.
                             let head = self.head();
                             self.note_tag(&head);
                             self.pos = self.input.len();
+                            self.scanned = 0;
                             self.state = State::SkipLine;
+                            self.command.clear();
+                            self.poisoned = false;
+                            self.compact();
+                            return Some(Frame::LineTooLong(self.tag.take()));
                         }
                         self.compact();
                         return None;
                     };
+                    self.scanned = 0;
                     if p + 1 > self.max_line + 2 {
                         let head = self.head();
                         self.note_tag(&head);
@@ -208,6 +240,11 @@ impl Framer {
                                 self.command.clear();
                                 self.poisoned = false;
                                 return Some(Frame::LiteralTooLarge(self.tag.take()));
+                            }
+                            if too_large && self.strict {
+                                let tag = self.tag.take();
+                                self.clear();
+                                return Some(Frame::LiteralRefused(tag));
                             }
                             if too_large {
                                 self.poisoned = true;
@@ -259,6 +296,8 @@ fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
     let l = line.strip_suffix(b"\n")?;
     let l = l.strip_suffix(b"\r").unwrap_or(l);
     let l = l.strip_suffix(b"}")?;
+    // At most 19 digits and a `+` or `-`: no need to look further back for the `{`.
+    let l = &l[l.len().saturating_sub(21)..];
     let open = l.iter().rposition(|&b| b == b'{')?;
     let mut digits = &l[open + 1..];
     let sync = match digits
@@ -359,15 +398,83 @@ mod tests {
     fn overlong_line_is_skipped() {
         let mut f = Framer::new(20, 10);
         f.push(b"a1 SEARCH ");
-        f.push(&[b'x'; 50]);
         assert_eq!(frames(&mut f), vec![]);
+        // Refused as soon as the limit is passed, before the line ends.
+        f.push(&[b'x'; 50]);
+        assert_eq!(
+            frames(&mut f),
+            vec![Frame::LineTooLong(Some(b"a1".to_vec()))]
+        );
+        f.push(&[b'x'; 5000]);
+        assert_eq!(frames(&mut f), vec![]);
+        assert!(f.input.len() - f.pos == 0, "skipped bytes are not kept");
         f.push(b"xxx\r\na2 NOOP\r\n");
         assert_eq!(
             frames(&mut f),
+            vec![Frame::Command(b"a2 NOOP\r\n".to_vec())]
+        );
+        // A complete overlong line in one piece.
+        f.push(b"y ");
+        f.push(&[b'y'; 30]);
+        f.push(b"\r\na3 NOOP\r\n");
+        assert_eq!(
+            frames(&mut f),
             vec![
-                Frame::LineTooLong(Some(b"a1".to_vec())),
-                Frame::Command(b"a2 NOOP\r\n".to_vec())
+                Frame::LineTooLong(Some(b"y".to_vec())),
+                Frame::Command(b"a3 NOOP\r\n".to_vec())
             ]
+        );
+    }
+
+    /// Before login the limits are small, and a non-synchronizing literal over them is
+    /// not read: the connection is to be closed.
+    #[test]
+    fn strict_limits_before_login() {
+        let mut f = Framer::new(64 * 1024, 50 * 1024 * 1024);
+        f.set_limits(8192, 8192, true);
+        f.push(b"a LOGIN {52428800}\r\n");
+        assert_eq!(
+            frames(&mut f),
+            vec![Frame::LiteralTooLarge(Some(b"a".to_vec()))]
+        );
+        f.push(b"b LOGIN {52428800+}\r\nxxxxxxxx");
+        assert_eq!(
+            frames(&mut f),
+            vec![Frame::LiteralRefused(Some(b"b".to_vec()))]
+        );
+        assert!(!f.in_command());
+        f.push(b"c LOGIN {8}\r\n");
+        assert_eq!(frames(&mut f), vec![Frame::Continue]);
+        f.push(b"alice@ex secret\r\n");
+        assert_eq!(
+            frames(&mut f),
+            vec![Frame::Command(
+                b"c LOGIN {8}\r\nalice@ex secret\r\n".to_vec()
+            )]
+        );
+        // After login the configured limits apply again.
+        f.set_limits(64 * 1024, 50 * 1024 * 1024, false);
+        f.push(b"d APPEND INBOX {52428800}\r\n");
+        assert_eq!(frames(&mut f), vec![Frame::Continue]);
+    }
+
+    /// A line that arrives a byte at a time is searched for its end once, not once per
+    /// byte (which was quadratic in the line length).
+    #[test]
+    fn line_in_tiny_pieces_is_linear() {
+        let mut f = Framer::new(64 * 1024, 10);
+        let started = std::time::Instant::now();
+        f.push(b"a ");
+        for _ in 0..60_000 {
+            f.push(b"x");
+            assert_eq!(f.next_frame(), None);
+        }
+        f.push(b"\r\n");
+        assert!(matches!(f.next_frame(), Some(Frame::Command(c)) if c.len() == 60_004));
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_millis(300),
+            "took {took:?}"
         );
     }
 
@@ -385,5 +492,16 @@ mod tests {
         assert_eq!(literal_announcement(b"a X {3}\r\n"), Some((3, true)));
         assert_eq!(literal_announcement(b"a X ~{3+}\r\n"), Some((3, false)));
         assert_eq!(literal_announcement(b"a X {}\r\n"), None);
+        assert_eq!(
+            literal_announcement(b"a X {18446744073709551615}\r\n"),
+            None
+        );
+        assert_eq!(
+            literal_announcement(b"a X {9999999999999999999+}\r\n"),
+            Some((9_999_999_999_999_999_999, false))
+        );
+        let mut hostile = vec![b'}'; 64 * 1024];
+        hostile.extend_from_slice(b"\r\n");
+        assert_eq!(literal_announcement(&hostile), None);
     }
 }

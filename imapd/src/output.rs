@@ -2,6 +2,7 @@
 //! COMPRESS=DEFLATE when active) when it grows large and after each command.
 
 use std::io;
+use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -15,6 +16,11 @@ pub struct Out<'a> {
     buf: Vec<u8>,
     writer: Option<&'a mut (dyn AsyncWrite + Unpin + Send)>,
     deflate: Option<&'a mut Deflate>,
+    /// How long one flush may wait for a client that does not read.
+    write_timeout: Duration,
+    /// Set when a write failed or timed out: the connection is unusable, so later flushes
+    /// fail at once instead of waiting again.
+    failed: Option<io::ErrorKind>,
 }
 
 impl Out<'static> {
@@ -24,20 +30,26 @@ impl Out<'static> {
             buf: Vec::new(),
             writer: None,
             deflate: None,
+            write_timeout: Duration::MAX,
+            failed: None,
         }
     }
 }
 
 impl<'a> Out<'a> {
-    /// Output to a connection, compressed when `deflate` is given.
+    /// Output to a connection, compressed when `deflate` is given; each flush fails with
+    /// `TimedOut` if the client does not take the bytes within `write_timeout`.
     pub fn new(
         writer: &'a mut (dyn AsyncWrite + Unpin + Send),
         deflate: Option<&'a mut Deflate>,
+        write_timeout: Duration,
     ) -> Self {
         Out {
             buf: Vec::with_capacity(4096),
             writer: Some(writer),
             deflate,
+            write_timeout,
+            failed: None,
         }
     }
 
@@ -68,20 +80,38 @@ impl<'a> Out<'a> {
 
     /// Writes everything buffered to the connection.
     pub async fn flush(&mut self) -> io::Result<()> {
+        if let Some(kind) = self.failed {
+            return Err(io::Error::new(kind, "connection failed earlier"));
+        }
         let Some(w) = self.writer.as_mut() else {
             return Ok(());
         };
         if self.buf.is_empty() {
             return Ok(());
         }
-        match self.deflate.as_mut() {
+        let compressed;
+        let data = match self.deflate.as_mut() {
             Some(d) => {
-                let data = d.compress(&self.buf)?;
-                w.write_all(&data).await?;
+                compressed = d.compress(&self.buf)?;
+                &compressed
             }
-            None => w.write_all(&self.buf).await?,
+            None => &self.buf,
+        };
+        let written = tokio::time::timeout(self.write_timeout, async {
+            w.write_all(data).await?;
+            w.flush().await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "write timed out: the client does not read",
+            ))
+        });
+        if let Err(e) = &written {
+            self.failed = Some(e.kind());
         }
-        w.flush().await?;
+        written?;
         self.buf.clear();
         Ok(())
     }

@@ -51,6 +51,7 @@ impl Settings {
             autologout: defaults.autologout,
             login_timeout: Duration::from_secs(config.limits.idle_timeout.max(10)),
             compress: true,
+            write_timeout: Duration::from_secs(config.limits.write_timeout.max(1)),
         }
     }
 }
@@ -79,7 +80,9 @@ pub async fn serve(ctx: Arc<Context>, shutdown: Shutdown) -> Result<(), ServeErr
                 move |stream, info| {
                     let shared = shared.clone();
                     let shutdown = conn_shutdown.clone();
-                    async move { run(shared, stream, info.peer.ip(), shutdown).await }
+                    contain_panics(
+                        async move { run(shared, stream, info.peer.ip(), shutdown).await },
+                    )
                 },
             )));
         }
@@ -90,11 +93,39 @@ pub async fn serve(ctx: Arc<Context>, shutdown: Shutdown) -> Result<(), ServeErr
     Ok(())
 }
 
+/// Runs a connection's task so that a panic in it ends that connection only, and is
+/// logged: the session runs as a task of its own, and its panic comes back here as an
+/// error instead of unwinding further. (The release profile unwinds: no `panic = "abort"`.)
+pub async fn contain_panics<F>(session: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tracing::Instrument;
+    let task = tokio::spawn(session.in_current_span());
+    if let Err(e) = task.await
+        && e.is_panic()
+    {
+        let payload = e.into_panic();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(
+            panic = %hermod_common::log_escape::escape(&message),
+            "session panicked; only its connection was closed"
+        );
+    }
+}
+
 /// Serves one connection to its end.
 pub async fn run(shared: Arc<Shared>, stream: Stream, peer: IpAddr, shutdown: Shutdown) {
     match Connection::new(shared, stream, peer).serve(&shutdown).await {
         Ok(()) => {}
         Err(e) if is_disconnect(&e) => tracing::debug!(error = %e, "client disconnected"),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            tracing::info!(error = %e, "write timed out; connection dropped");
+        }
         Err(e) => tracing::info!(error = %e, "connection ended"),
     }
 }
@@ -154,7 +185,11 @@ impl Connection {
         let Some(stream) = self.stream.as_mut() else {
             return Err(io::Error::other("stream lost"));
         };
-        let mut out = Out::new(stream, self.deflate.as_mut());
+        let mut out = Out::new(
+            stream,
+            self.deflate.as_mut(),
+            self.shared.settings.write_timeout,
+        );
         // Boxed: the command futures are several KiB, and inline they would make every
         // connection's task that much bigger for its whole life, idle or not.
         let next = Box::pin(f(&mut self.session, &mut out)).await?;
@@ -170,7 +205,13 @@ impl Connection {
         .await?;
         let mut buf = Vec::new();
         loop {
-            while let Some(frame) = self.framer.next_frame() {
+            loop {
+                // The limits depend on the session state: small until login.
+                let (line, literal, strict) = self.session.input_limits();
+                self.framer.set_limits(line, literal, strict);
+                let Some(frame) = self.framer.next_frame() else {
+                    break;
+                };
                 let next = self
                     .write(async |s, out| s.handle(frame, out).await)
                     .await?;
@@ -317,11 +358,35 @@ impl Connection {
                 self.session.compression_started();
             }
             Next::Logout => {
+                let timeout = self.shared.settings.write_timeout;
                 let stream = self.stream()?;
-                let _ = tokio::io::AsyncWriteExt::shutdown(stream).await;
+                let _ =
+                    tokio::time::timeout(timeout, tokio::io::AsyncWriteExt::shutdown(stream)).await;
                 return Ok(false);
             }
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod panic_tests {
+    /// A panicking session ends, logged, and the caller (the listener's task) goes on.
+    #[tokio::test]
+    async fn a_panicking_session_is_contained() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        super::contain_panics(async { panic!("session bug") }).await;
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = served.clone();
+        super::contain_panics(async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .await;
+        assert_eq!(
+            served.load(Ordering::SeqCst),
+            1,
+            "the next session still runs"
+        );
     }
 }

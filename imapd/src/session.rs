@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hermod_common::auth::Authenticator;
+use hermod_common::log_escape;
 use hermod_common::store::{
     Change, ChangeReceiver, ChangeToken, Flag, MessageMeta, Store, StoreError, UserStore,
     decode_mutf7, encode_mutf7,
@@ -30,6 +31,12 @@ use crate::wire;
 /// Other tools' changes on disk are not in the store's change token: look anyway this often.
 const RECHECK: Duration = Duration::from_secs(1);
 
+/// The longest command line before login (Dovecot allows a few KiB too): enough for any
+/// LOGIN or AUTHENTICATE, and little memory for a client nobody knows yet.
+pub const PRE_LOGIN_MAX_LINE: usize = 8 * 1024;
+/// The largest literal before login.
+pub const PRE_LOGIN_MAX_LITERAL: u64 = 8 * 1024;
+
 /// Session settings, from the config.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -47,6 +54,8 @@ pub struct Settings {
     pub login_timeout: Duration,
     /// Advertise and allow COMPRESS=DEFLATE.
     pub compress: bool,
+    /// How long a write may wait for a client that does not read.
+    pub write_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -59,6 +68,7 @@ impl Default for Settings {
             autologout: Duration::from_secs(30 * 60),
             login_timeout: Duration::from_secs(300),
             compress: true,
+            write_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -325,6 +335,21 @@ impl Session {
         self.account.is_some()
     }
 
+    /// The input limits for the next frame: (line, literal, strict). Before login they are
+    /// small and a non-synchronizing literal over them closes the connection.
+    pub fn input_limits(&self) -> (usize, u64, bool) {
+        let s = &self.shared.settings;
+        if self.account.is_some() {
+            (s.max_line, s.max_literal, false)
+        } else {
+            (
+                s.max_line.min(PRE_LOGIN_MAX_LINE),
+                s.max_literal.min(PRE_LOGIN_MAX_LITERAL),
+                true,
+            )
+        }
+    }
+
     /// How long the session may stay silent before it is closed.
     pub fn autologout(&self) -> Duration {
         if self.account.is_some() {
@@ -376,12 +401,27 @@ impl Session {
                 let tag = tag.map(|t| String::from_utf8_lossy(&t).into_owned());
                 self.syntax_error(tag.as_deref(), "Command line too long", out);
             }
+            Frame::LiteralTooLarge(tag) if !self.is_authenticated() => {
+                let tag = tag.map(|t| String::from_utf8_lossy(&t).into_owned());
+                self.syntax_error(tag.as_deref(), "Literal too large before login", out);
+            }
             Frame::LiteralTooLarge(tag) => {
                 let tag = tag.map_or_else(
                     || "*".to_string(),
                     |t| String::from_utf8_lossy(&t).into_owned(),
                 );
                 out.put(format!("{tag} NO [TOOBIG] Literal too large\r\n").as_bytes());
+            }
+            Frame::LiteralRefused(tag) => {
+                let tag = tag.map(|t| String::from_utf8_lossy(&t).into_owned());
+                out.put(
+                    format!(
+                        "{} BAD Literal too large\r\n",
+                        tag.as_deref().unwrap_or("*")
+                    )
+                    .as_bytes(),
+                );
+                self.bye(out, "Literal too large before login");
             }
             Frame::Command(mut bytes) if self.waiting != Waiting::Nothing => {
                 // A line the framer read as a command (it did not know the mode).
@@ -462,7 +502,7 @@ impl Session {
                     Some(_) => "Unknown command or invalid arguments",
                     None => "Missing tag",
                 };
-                tracing::debug!(line = %String::from_utf8_lossy(&bytes[..bytes.len().min(200)]), "bad command");
+                tracing::debug!(line = %log_escape::escape(bytes), "bad command");
                 self.syntax_error(tag.as_deref(), text, out);
                 Ok(())
             }
@@ -705,8 +745,15 @@ impl Session {
             return Ok("INBOX".into());
         }
         // INBOX's children are named with INBOX in any case.
-        if name.len() > 6 && name[..6].eq_ignore_ascii_case("INBOX/") {
-            return Ok(format!("INBOX/{}", &name[6..]));
+        // Compared as bytes: the name is the client's, and byte 6 may be inside a character.
+        if let Some(child) = name
+            .as_bytes()
+            .get(..6)
+            .filter(|head| head.eq_ignore_ascii_case(b"INBOX/"))
+            .and_then(|_| name.get(6..))
+            .filter(|child| !child.is_empty())
+        {
+            return Ok(format!("INBOX/{child}"));
         }
         Ok(name)
     }
@@ -1006,6 +1053,54 @@ mod tests {
         assert!(out.ends_with("z OK NOOP completed\r\n"), "{out}");
     }
 
+    /// A name whose 6th byte is inside a character (`INBOXé`) is an ordinary name, not a
+    /// panic; INBOX's children still take INBOX in any case.
+    #[tokio::test]
+    async fn multibyte_names_near_the_inbox_prefix() {
+        let h = Harness::new().await;
+        let mut s = h.session(true);
+        h.login(&mut s).await;
+        let out = h.run(&mut s, "a SELECT \"INBOX&AOk-\"\r\n").await;
+        assert_eq!(out, "a NO [NONEXISTENT] Mailbox does not exist\r\n");
+        let out = h.run(&mut s, "b CREATE \"INBOX&AOk-\"\r\n").await;
+        assert!(out.starts_with("b OK"), "{out}");
+        let out = h.run(&mut s, "c SELECT \"INBOX&AOk-\"\r\n").await;
+        assert!(out.contains("c OK"), "{out}");
+        let out = h.run(&mut s, "d CREATE inbox/&AOk-\r\n").await;
+        assert!(out.starts_with("d OK"), "{out}");
+        let out = h.run(&mut s, "e LIST \"\" INBOX/*\r\n").await;
+        assert!(out.contains("\"/\" INBOX/&AOk-\r\n"), "{out}");
+        let out = h.run(&mut s, "f SELECT \"&AOk-&AOk-&AOk-\"\r\n").await;
+        assert!(out.starts_with("f NO"), "{out}");
+    }
+
+    /// Before login, a literal over a few KiB is refused at once: no continuation, and a
+    /// non-synchronizing one closes the connection. After login, APPENDs get the
+    /// configured size.
+    #[tokio::test]
+    async fn small_input_limits_before_login() {
+        let h = Harness::new().await;
+        let mut s = h.session(true);
+        let out = h.run(&mut s, "a LOGIN {52428800}\r\n").await;
+        assert_eq!(out, "a BAD Literal too large before login\r\n");
+        let long = format!("b LOGIN {} x\r\n", "u".repeat(9000));
+        let out = h.run(&mut s, &long).await;
+        assert_eq!(out, "b BAD Command line too long\r\n");
+        let out = h.run(&mut s, "c LOGIN {5}\r\n").await;
+        assert_eq!(out, "+ Ready for literal data\r\n");
+        let out = h.run(&mut s, "d LOGIN {52428800+}\r\nxxxx").await;
+        assert_eq!(
+            out,
+            "d BAD Literal too large\r\n* BYE Literal too large before login\r\n"
+        );
+        let mut s = h.session(true);
+        h.login(&mut s).await;
+        let out = h.run(&mut s, "e APPEND INBOX {52428800}\r\n").await;
+        assert_eq!(out, "+ Ready for literal data\r\n");
+        let out = h.run(&mut s, "f APPEND INBOX {52428801}\r\n").await;
+        assert_eq!(out, "f NO [TOOBIG] Literal too large\r\n");
+    }
+
     /// The skipped look after a command (nothing committed since the last one) never
     /// hides a change: another process's commits show at the very next command.
     #[tokio::test]
@@ -1069,5 +1164,34 @@ mod tests {
         s.idle_changed(None, &mut out).await.unwrap();
         let out = String::from_utf8_lossy(&out.into_bytes()).into_owned();
         assert!(out.contains("* 2 EXISTS\r\n"), "{out}");
+    }
+}
+#[cfg(test)]
+mod deep_tests {
+    use crate::testing::{Harness, message};
+
+    /// Nesting the client controls (parentheses, NOT chains, section parts) is refused
+    /// with BAD by the parsers' depth limits, never a stack overflow.
+    #[tokio::test]
+    async fn deeply_nested_arguments_get_bad() {
+        let h = Harness::new().await;
+        h.deliver("INBOX", &message("m", "body")).await;
+        let mut s = h.selected("INBOX").await;
+        let deep =
+            |open: &str, close: &str| format!("{}ALL{}", open.repeat(20_000), close.repeat(20_000));
+        for (tag, args) in [
+            ("a", format!("SEARCH {}", deep("(", ")"))),
+            ("b", format!("SEARCH {}", deep("NOT ", ""))),
+            ("c", format!("SEARCH {} ALL", deep("OR ALL ", ""))),
+            ("d", format!("FETCH 1 BODY[{}]", "1.".repeat(20_000))),
+            ("e", format!("SEARCH RETURN (ALL) {}", deep("(", ")"))),
+            ("f", format!("THREAD REFERENCES UTF-8 {}", deep("(", ")"))),
+            ("g", format!("LIST {} \"\" *", "(".repeat(20_000))),
+        ] {
+            let out = h.run(&mut s, &format!("{tag} {args}\r\n")).await;
+            assert!(out.starts_with(&format!("{tag} BAD ")), "{tag}: {out}");
+        }
+        let out = h.run(&mut s, "z NOOP\r\n").await;
+        assert!(out.ends_with("z OK NOOP completed\r\n"), "{out}");
     }
 }

@@ -68,7 +68,12 @@ impl Harness {
         );
         framer.push(input);
         let mut out = Out::buffer();
-        while let Some(frame) = framer.next_frame() {
+        loop {
+            let (line, literal, strict) = s.input_limits();
+            framer.set_limits(line, literal, strict);
+            let Some(frame) = framer.next_frame() else {
+                break;
+            };
             let next = s.handle(frame, &mut out).await.unwrap();
             framer.set_line_mode(matches!(
                 next,

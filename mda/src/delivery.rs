@@ -8,7 +8,7 @@
 //!
 //! [`UserStore::deliver`]: hermod_common::store::UserStore::deliver
 
-use hermod_common::store::{Store, StoreError, Uid, UserStore};
+use hermod_common::store::{MailboxInfo, SpecialUse, Store, StoreError, Uid, UserStore};
 use hermod_common::{Context, Destination, Directory, User};
 
 use crate::message::{already_delivered_to, is_quarantined, with_trace_headers};
@@ -105,6 +105,8 @@ pub struct Delivery {
     /// Look for an identical copy among the newest messages before filing (see
     /// [`Delivery::checking_duplicates`]).
     duplicate_check: bool,
+    /// Config `plus_address_folders`: where `user+folder@` may file (see [`plus_allowed`]).
+    plus_folders: Vec<String>,
 }
 
 /// How many of the newest messages of a mailbox are compared when looking for a copy that a
@@ -164,7 +166,14 @@ impl Delivery {
             forwarding: true,
             loop_check: true,
             duplicate_check: false,
+            plus_folders: vec!["*".to_string()],
         }
+    }
+
+    /// Which folders `user+folder@` may file into (config `plus_address_folders`).
+    pub fn with_plus_folders(mut self, folders: Vec<String>) -> Delivery {
+        self.plus_folders = folders;
+        self
     }
 
     /// Delivery over the context's directory and store, with its `message_size_limit`.
@@ -174,6 +183,7 @@ impl Delivery {
             ctx.store.clone(),
             ctx.config.message_size_limit,
         )
+        .with_plus_folders(ctx.config.plus_address_folders.clone())
     }
 
     /// The same, for a caller that cannot forward mail (LMTP, `hermod deliver`).
@@ -349,7 +359,7 @@ impl Delivery {
             detail
         };
         if self.duplicate_check
-            && let Some((mailbox, uid)) = find_copy(&store, detail, &copy).await
+            && let Some((mailbox, uid)) = find_copy(&store, detail, &copy, &self.plus_folders).await
         {
             tracing::info!(
                 "delivered to=<{to}> mailbox={mailbox} uid={uid} size={}: already filed before a restart",
@@ -368,7 +378,7 @@ impl Delivery {
             return fail(store_failure(recipient, &e));
         }
         let mut mailbox = match detail {
-            Some(d) if !d.is_empty() => detail_folder(&store, d).await,
+            Some(d) if !d.is_empty() => detail_folder(&store, d, &self.plus_folders).await,
             _ => INBOX.to_string(),
         };
         let mut result = store.deliver(&mailbox, &copy).await;
@@ -402,9 +412,14 @@ impl Delivery {
 
 /// A message with exactly the bytes of `copy` among the newest ones of the mailbox a delivery
 /// goes to (the `detail` folder or INBOX).
-async fn find_copy(store: &UserStore, detail: Option<&str>, copy: &[u8]) -> Option<(String, Uid)> {
+async fn find_copy(
+    store: &UserStore,
+    detail: Option<&str>,
+    copy: &[u8],
+    plus_folders: &[String],
+) -> Option<(String, Uid)> {
     let mailbox = match detail {
-        Some(d) if !d.is_empty() => detail_folder(store, d).await,
+        Some(d) if !d.is_empty() => detail_folder(store, d, plus_folders).await,
         _ => INBOX.to_string(),
     };
     let status = store.status(&mailbox).await.ok()?;
@@ -420,18 +435,50 @@ async fn find_copy(store: &UserStore, detail: Option<&str>, copy: &[u8]) -> Opti
     None
 }
 
-/// The existing folder named like `detail` (case-insensitively), else INBOX.
-async fn detail_folder(store: &UserStore, detail: &str) -> String {
+/// The existing folder named like `detail` (case-insensitively) if `+detail` may file
+/// there, else INBOX.
+async fn detail_folder(store: &UserStore, detail: &str, plus_folders: &[String]) -> String {
     match store.list().await {
         Ok(list) => list
             .into_iter()
-            .find(|m| !m.noselect && m.name.eq_ignore_ascii_case(detail))
+            .find(|m| {
+                !m.noselect && m.name.eq_ignore_ascii_case(detail) && plus_allowed(m, plus_folders)
+            })
             .map_or_else(|| INBOX.to_string(), |m| m.name),
         Err(e) => {
             tracing::warn!(error = %e, "cannot list folders for +detail; using INBOX");
             INBOX.to_string()
         }
     }
+}
+
+/// Whether anyone on the internet may file mail into `folder` by writing to `user+folder@`.
+/// Never into Sent, Drafts or Trash (by special use or by name): mail there looks written or
+/// deleted by the user. Junk and Archive only when `allowed` names them; `*` in `allowed`
+/// stands for every folder without a special use.
+pub fn plus_allowed(folder: &MailboxInfo, allowed: &[String]) -> bool {
+    let leaf = folder.name.rsplit('/').next().unwrap_or(&folder.name);
+    let named = |names: &[&str]| names.iter().any(|n| leaf.eq_ignore_ascii_case(n));
+    if matches!(
+        folder.special_use,
+        Some(SpecialUse::Sent | SpecialUse::Drafts | SpecialUse::Trash)
+    ) || named(&[
+        "Sent",
+        "Sent Messages",
+        "Sent Items",
+        "Drafts",
+        "Trash",
+        "Deleted Messages",
+        "Deleted Items",
+    ]) {
+        return false;
+    }
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(&folder.name)) {
+        return true;
+    }
+    allowed.iter().any(|a| a == "*")
+        && folder.special_use.is_none()
+        && !named(&["Junk", "Spam", "Archive", "Archives"])
 }
 
 /// True when the directory says the address is simply not in a local domain.

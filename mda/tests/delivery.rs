@@ -2,6 +2,7 @@
 
 mod support;
 
+use hermod_common::store::SpecialUse;
 use hermod_mda::lda::{EX_CANTCREAT, EX_DATAERR, EX_NOUSER, EX_OK};
 use hermod_mda::{Delivery, Envelope, TargetOutcome, deliver, deliver_stdin};
 use support::*;
@@ -142,8 +143,8 @@ async fn mbox_delivery_round_trips_from_lines_byte_exactly() {
     expected.extend_from_slice(&msg);
     assert_eq!(h.messages("bob", "INBOX").await, vec![expected]);
     assert_eq!(h.messages("alice", "Lists").await.len(), 1);
-    // The spool file of the dev config (`spool/{localpart}`), readable by mail tools.
-    let spool = std::fs::read(h.path("spool/bob")).unwrap();
+    // The spool file of the dev config (`spool/{domain}/{localpart}`), readable by mail tools.
+    let spool = std::fs::read(h.path("spool/example.org/bob")).unwrap();
     assert!(spool.starts_with(b"From "));
     assert!(String::from_utf8_lossy(&spool).contains("\r\n>From here on\r\n>>From quoted\r\n"));
 }
@@ -263,4 +264,70 @@ async fn duplicate_check_finds_a_copy_filed_before_a_crash() {
         .await;
     assert!(other.is_success());
     assert_eq!(store.status("INBOX").await.unwrap().messages, 2);
+}
+
+/// `alice+Sent@` from the internet must not put mail in Sent (or Drafts, Trash, Junk): it
+/// lands in INBOX. Ordinary folders take +detail mail; Junk only when the config names it.
+#[tokio::test]
+async fn plus_addressing_never_files_into_special_folders() {
+    let h = maildir().await;
+    h.add_user("alice", 0).await;
+    let store = h.store("alice").await;
+    for (name, special) in [
+        ("Sent", Some(SpecialUse::Sent)),
+        ("Drafts", Some(SpecialUse::Drafts)),
+        ("Trash", Some(SpecialUse::Trash)),
+        ("Junk", Some(SpecialUse::Junk)),
+        ("Lists", None),
+    ] {
+        if store.create(name, special).await.is_err() {
+            // Already there (created for every new user): give it its special use.
+            continue;
+        }
+    }
+    let rcpts = [
+        "alice+Sent@example.org",
+        "alice+sent@example.org",
+        "alice+Drafts@example.org",
+        "alice+TRASH@example.org",
+        "alice+Junk@example.org",
+        "alice+lists@example.org",
+    ];
+    for rcpt in rcpts {
+        let results = deliver(
+            &h.ctx,
+            &envelope("s@remote.example", &[rcpt]),
+            &message(rcpt, 200),
+        )
+        .await;
+        assert!(
+            results.iter().all(|r| r.is_success()),
+            "{rcpt}: {results:?}"
+        );
+    }
+    for folder in ["Sent", "Drafts", "Trash", "Junk"] {
+        assert!(
+            h.messages("alice", folder).await.is_empty(),
+            "mail filed into {folder}"
+        );
+    }
+    assert_eq!(h.messages("alice", "INBOX").await.len(), 5);
+    assert_eq!(h.messages("alice", "Lists").await.len(), 1);
+    // The admin may open Junk to plus-addressing by name; Sent stays closed whatever the list.
+    let delivery = Delivery::from_context(&h.ctx).with_plus_folders(vec![
+        "Junk".into(),
+        "Sent".into(),
+        "*".into(),
+    ]);
+    for rcpt in ["alice+junk@example.org", "alice+Sent@example.org"] {
+        let results = delivery
+            .deliver(&envelope("s@remote.example", &[rcpt]), &message(rcpt, 200))
+            .await;
+        assert!(
+            results.iter().all(|r| r.is_success()),
+            "{rcpt}: {results:?}"
+        );
+    }
+    assert_eq!(h.messages("alice", "Junk").await.len(), 1);
+    assert!(h.messages("alice", "Sent").await.is_empty());
 }

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod bounce;
 pub mod delivery;
 pub mod envelope;
+pub mod ip_literal;
 pub mod lmtp_client;
 pub mod mda_delivery;
 pub mod outbound;

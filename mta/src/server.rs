@@ -22,6 +22,7 @@ use crate::lmtp_client::{LmtpAddress, LmtpClient};
 use crate::mda_delivery::MdaDelivery;
 use crate::queue::runner::{LocalRunner, RunnerSettings};
 use crate::queue::{Queue, QueueError};
+use crate::session::spool::SpoolFile;
 use crate::session::{
     Action, AuthOutcome, BackendError, ConnectionInfo, LocalDomains, Role, Session, SessionBackend,
     SessionConfig,
@@ -167,6 +168,7 @@ pub fn session_config(config: &Config, role: Role) -> SessionConfig {
     session.max_line_length = config.limits.max_line_length.max(512);
     session.allow_plaintext_auth = config.allow_plaintext_auth;
     session.tls_available = true;
+    session.spool_dir = Some(queue_dir(config).join("tmp"));
     session
 }
 
@@ -242,8 +244,10 @@ async fn run_connection<B: SessionBackend>(
         if buf.len() != buffer_size {
             buf = vec![0u8; buffer_size];
         }
+        // A message being received is finished first (within the shutdown grace time).
+        let in_data = session.in_data();
         let read = tokio::select! {
-            _ = setup.shutdown.triggered() => {
+            _ = setup.shutdown.triggered(), if !in_data => {
                 let _ = write_all(
                     &mut stream,
                     b"421 4.3.2 Service shutting down, closing connection\r\n",
@@ -443,6 +447,10 @@ impl SessionBackend for ServerBackend {
             .await
     }
 
+    fn checks_content(&self, facts: &crate::auth::MessageFacts) -> bool {
+        self.mail_auth.checks(facts)
+    }
+
     async fn check_message(
         &self,
         facts: crate::auth::MessageFacts,
@@ -461,6 +469,23 @@ impl SessionBackend for ServerBackend {
         envelope.recipients = self.expand(&envelope.recipients).await?;
         self.queue
             .enqueue(id, &envelope, message)
+            .await
+            .map_err(|e| BackendError(e.to_string()))?;
+        metrics::inc(Counter::MessagesReceived);
+        Ok(())
+    }
+
+    async fn enqueue_spooled(
+        &self,
+        id: &QueueId,
+        envelope: &Envelope,
+        prefix: &[u8],
+        body: &SpoolFile,
+    ) -> Result<(), BackendError> {
+        let mut envelope = envelope.clone();
+        envelope.recipients = self.expand(&envelope.recipients).await?;
+        self.queue
+            .enqueue_spooled(id, &envelope, prefix, body.path())
             .await
             .map_err(|e| BackendError(e.to_string()))?;
         metrics::inc(Counter::MessagesReceived);

@@ -74,7 +74,7 @@ pub async fn serve_with(
                 listener,
                 options,
                 shutdown.clone(),
-                move |stream, info| server.clone().connection(stream, info),
+                move |stream, info| server::contain_panics(server.clone().connection(stream, info)),
             ));
         }
     }

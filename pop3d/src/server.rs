@@ -22,9 +22,11 @@ const READ_BUFFER: usize = 16 * 1024;
 /// Limits of a connection.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
-    /// A client silent this long is logged out (nothing is deleted). Also bounds how long a
-    /// write to a client that stopped reading may take.
+    /// A client silent this long is logged out (nothing is deleted).
     pub idle_timeout: Duration,
+    /// How long a write may wait for a client that stopped reading; then the connection is
+    /// dropped (and the maildrop released).
+    pub write_timeout: Duration,
     /// Longest command line; longer ones get `-ERR Line too long`.
     pub max_line_length: usize,
 }
@@ -34,6 +36,7 @@ impl ConnectionLimits {
     pub fn from_config(config: &Config) -> ConnectionLimits {
         ConnectionLimits {
             idle_timeout: Duration::from_secs(config.limits.idle_timeout).max(MIN_IDLE_TIMEOUT),
+            write_timeout: Duration::from_secs(config.limits.write_timeout.max(1)),
             max_line_length: config.limits.max_line_length,
         }
     }
@@ -47,6 +50,8 @@ pub enum Ending {
     /// The client went away.
     Dropped,
     IdleTimeout,
+    /// The client stopped reading: a write timed out.
+    WriteTimeout,
     Shutdown,
     TlsFailed,
 }
@@ -57,6 +62,7 @@ impl Ending {
             Ending::Closed => "closed",
             Ending::Dropped => "dropped",
             Ending::IdleTimeout => "idle timeout",
+            Ending::WriteTimeout => "write timeout",
             Ending::Shutdown => "shutdown",
             Ending::TlsFailed => "TLS handshake failed",
         }
@@ -79,9 +85,9 @@ pub async fn run<B: Backend>(
         let batch_done = !reader.buffer().contains(&b'\n');
         if !out.is_empty()
             && (batch_done || out.len() >= FLUSH_AT)
-            && send(&mut reader, &mut out, limits).await.is_err()
+            && let Err(e) = send(&mut reader, &mut out, limits).await
         {
-            break Ending::Dropped;
+            break write_failed(&e);
         }
         let read = tokio::select! {
             _ = shutdown.triggered() => {
@@ -110,8 +116,8 @@ pub async fn run<B: Backend>(
             Control::Continue => {}
             Control::Close => break Ending::Closed,
             Control::StartTls => {
-                if send(&mut reader, &mut out, limits).await.is_err() {
-                    break Ending::Dropped;
+                if let Err(e) = send(&mut reader, &mut out, limits).await {
+                    break write_failed(&e);
                 }
                 // into_inner drops input buffered after STLS: it came in plain text and
                 // must not be taken as if it had come over TLS.
@@ -131,20 +137,33 @@ pub async fn run<B: Backend>(
     // Release the maildrop (and apply nothing) before the last words: a client reconnecting
     // right after our answer must find it free.
     let summary = session.end().await;
-    if !out.is_empty() && send(&mut reader, &mut out, limits).await.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), reader.get_mut().shutdown()).await;
+    // No last words to a client whose write already failed: that would wait again.
+    if !out.is_empty()
+        && !matches!(ending, Ending::WriteTimeout | Ending::Dropped)
+        && send(&mut reader, &mut out, limits).await.is_ok()
+    {
+        let _ = tokio::time::timeout(limits.write_timeout, reader.get_mut().shutdown()).await;
     }
     (summary, ending)
 }
 
-/// Write and flush the pending output, within the idle timeout.
+/// How a connection whose write failed ends.
+fn write_failed(e: &std::io::Error) -> Ending {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        Ending::WriteTimeout
+    } else {
+        Ending::Dropped
+    }
+}
+
+/// Write and flush the pending output, within the write timeout.
 async fn send(
     reader: &mut BufReader<Stream>,
     out: &mut Vec<u8>,
     limits: &ConnectionLimits,
 ) -> std::io::Result<()> {
     let stream = reader.get_mut();
-    let result = tokio::time::timeout(limits.idle_timeout, async {
+    let result = tokio::time::timeout(limits.write_timeout, async {
         stream.write_all(out).await?;
         stream.flush().await
     })
@@ -157,4 +176,51 @@ async fn send(
     });
     out.clear();
     result
+}
+
+/// Runs a connection's task so that a panic in it ends that connection only, and is
+/// logged: the session runs as a task of its own, and its panic comes back here as an
+/// error instead of unwinding further. (The release profile unwinds: no `panic = "abort"`.)
+pub async fn contain_panics<F>(session: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tracing::Instrument;
+    let task = tokio::spawn(session.in_current_span());
+    if let Err(e) = task.await
+        && e.is_panic()
+    {
+        let payload = e.into_panic();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(
+            panic = %hermod_common::log_escape::escape(&message),
+            "session panicked; only its connection was closed"
+        );
+    }
+}
+
+#[cfg(test)]
+mod panic_tests {
+    /// A panicking session ends, logged, and the caller (the listener's task) goes on.
+    #[tokio::test]
+    async fn a_panicking_session_is_contained() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        super::contain_panics(async { panic!("session bug") }).await;
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = served.clone();
+        super::contain_panics(async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .await;
+        assert_eq!(
+            served.load(Ordering::SeqCst),
+            1,
+            "the next session still runs"
+        );
+    }
 }

@@ -16,6 +16,7 @@ mod tests;
 use std::fmt::Write as _;
 use std::future::Future;
 
+use hermod_common::log_escape::escape;
 use hermod_common::sasl;
 use hermod_common::store::Uid;
 
@@ -508,11 +509,11 @@ impl<B: Backend> Session<B> {
                 Control::Continue
             }
             Ok(LoginOutcome::Rejected) => {
-                tracing::info!(login = ?login, mechanism, "login failed");
+                tracing::info!(login = %escape(login), mechanism, "login failed");
                 self.error(out, "[AUTH] Authentication failed")
             }
             Ok(LoginOutcome::InUse) => {
-                tracing::info!(login = ?login, mechanism, "login refused: maildrop in use");
+                tracing::info!(login = %escape(login), mechanism, "login refused: maildrop in use");
                 err(
                     out,
                     "[IN-USE] The maildrop is in use by another POP3 session",
@@ -520,7 +521,7 @@ impl<B: Backend> Session<B> {
                 Control::Continue
             }
             Err(e) => {
-                tracing::warn!(login = ?login, mechanism, error = %e, "login failed: backend error");
+                tracing::warn!(login = %escape(login), mechanism, error = %e, "login failed: backend error");
                 err(out, &format!("{} Cannot open the maildrop now", e.code()));
                 Control::Continue
             }

@@ -519,3 +519,30 @@ async fn long_download_is_byte_exact_across_read_ahead_batches() {
         );
     }
 }
+
+/// A client that asks for a big message and never reads is dropped after the write
+/// timeout (not the ten-minute idle timeout), and its maildrop lock is released.
+#[tokio::test]
+async fn client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let server = TestServer::start(Options {
+        write_timeout: Duration::from_secs(1),
+        ..Options::default()
+    })
+    .await;
+    let mut big = b"Subject: big\r\n\r\n".to_vec();
+    for _ in 0..40_000 {
+        big.extend_from_slice(&[b'x'; 98]);
+        big.extend_from_slice(b"\r\n");
+    }
+    server.deliver(&[&big]).await;
+    let mut stalled = server.logged_in().await;
+    for _ in 0..10 {
+        stalled.send_raw(b"RETR 1\r\n").await;
+    }
+    // The stalled client is still connected (and not reading) while another logs in.
+    let started = std::time::Instant::now();
+    let mut c = server.logged_in_when_free().await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(c.cmd("STAT").await.starts_with("+OK 1 "));
+    drop(stalled);
+}

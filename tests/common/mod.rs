@@ -9,6 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod dns;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_hermod");
 
 /// A free loopback port for a hermod listener.
@@ -103,6 +105,12 @@ impl Setup {
         let config = dir.path().join("hermod.toml");
         std::fs::write(&config, text).expect("write config");
         Setup { dir, config, ports }
+    }
+
+    /// Rewrites the generated config (for keys inside the generated sections).
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        std::fs::write(&self.config, edit(text)).expect("write config");
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -277,7 +285,7 @@ pub fn python(script: &str, args: &[String]) -> String {
     stdout
 }
 
-/// Whether a command is installed (for swaks, mbsync, fetchmail, mutt).
+/// Whether a command is installed.
 pub fn have(cmd: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {cmd}")])
@@ -285,4 +293,110 @@ pub fn have(cmd: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// The tests that need a tool from Debian are `#[ignore]`d with the tool named in the
+/// reason, so a plain `cargo test` lists them as ignored rather than passed; `.ci/run` runs
+/// them with `--ignored` and `CI=true`. Once asked for, a missing tool is a failure, never a
+/// silent pass.
+pub fn need(cmds: &[&str]) {
+    let missing: Vec<&str> = cmds.iter().copied().filter(|c| !have(c)).collect();
+    assert!(
+        missing.is_empty(),
+        "this test needs {} on PATH (Debian packages; .ci/run installs them){}",
+        missing.join(", "),
+        if std::env::var_os("CI").is_some() {
+            " and CI=true is set"
+        } else {
+            ""
+        }
+    );
+}
+
+/// Every message file (new and cur) in a user's Maildir INBOX.
+pub fn maildir_messages(data_dir: &Path, domain: &str, local: &str) -> Vec<String> {
+    let dir = data_dir.join(format!("mail/{domain}/{local}/Maildir"));
+    ["new", "cur"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(dir.join(d))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|e| String::from_utf8_lossy(&std::fs::read(e.path()).unwrap_or_default()).to_string())
+        .collect()
+}
+
+/// Polls `check` every 50 ms until it gives a value; panics naming `what` after `limit`.
+pub fn wait_until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A line-based client for SMTP/LMTP/POP3-style replies over a plain loopback socket.
+pub struct LineClient {
+    pub reader: BufReader<TcpStream>,
+    pub writer: TcpStream,
+}
+
+impl LineClient {
+    pub fn connect(port: u16) -> LineClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        let writer = stream.try_clone().expect("clone");
+        LineClient {
+            reader: BufReader::new(stream),
+            writer,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write");
+    }
+
+    /// One line (POP3 and the like); empty at end of stream.
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("read line");
+        line
+    }
+
+    /// One SMTP reply (all its lines): the code and the text, or None at end of stream.
+    pub fn reply(&mut self) -> Option<(u16, String)> {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).expect("read reply") == 0 {
+                return None;
+            }
+            text.push_str(&line);
+            let code = line.get(..3).and_then(|c| c.parse().ok());
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            match (code, last) {
+                (Some(code), true) => return Some((code, text)),
+                (Some(_), false) => continue,
+                (None, _) => panic!("not an SMTP reply: {line:?}"),
+            }
+        }
+    }
+
+    /// Sends a command line and expects a reply with `code`.
+    pub fn command(&mut self, line: &str, code: u16) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        let (got, text) = self.reply().expect("a reply");
+        assert_eq!(got, code, "{line} answered {text}");
+        text
+    }
 }

@@ -223,6 +223,8 @@ async fn run(
                     ctx.tls.cert.install(key);
                     has_cert = true;
                 }
+                // rustls-acme has decided: nothing is ordered before the renewal time.
+                tracing::info!("ACME: the stored certificate is current; no order before renewal");
                 false
             }
             Ok(EventOk::DeployedNewCert) | Ok(EventOk::AccountCacheStore) => false,

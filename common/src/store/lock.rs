@@ -18,7 +18,51 @@ const DOTLOCK_STALE: Duration = Duration::from_secs(300);
 /// An mbox file held locked; unlocked on drop.
 pub(super) struct MboxLock {
     file: File,
+    path: PathBuf,
     dotlock: Option<PathBuf>,
+    /// The file that replaced `file` at `path` (EXPUNGE writes a new file and renames it
+    /// over the old one), held locked until this lock is dropped.
+    successor: std::sync::Mutex<Option<File>>,
+}
+
+/// Whether `file` is still the file at `path`: an EXPUNGE elsewhere may have renamed a new
+/// file over it while we waited for its lock.
+fn is_current(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata()?;
+    match fs::metadata(path) {
+        Ok(now) => Ok(open.dev() == now.dev() && open.ino() == now.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens `path` and takes an fcntl lock of `kind`, again and again while the locked file is
+/// no longer the one at `path`.
+fn open_locked(path: &Path, kind: libc::c_int, write: bool, deadline: Instant) -> Result<File> {
+    loop {
+        let file = OpenOptions::new().read(true).write(write).open(path)?;
+        wait_for_ofd_lock(&file, kind, path, deadline)?;
+        if is_current(&file, path)? {
+            return Ok(file);
+        }
+        if Instant::now() >= deadline {
+            return Err(StoreError::Temporary(format!(
+                "mailbox keeps being replaced: {}",
+                path.display()
+            )));
+        }
+    }
+}
+
+/// Takes an exclusive fcntl lock on a file nobody else knows yet (a replacement being
+/// written), so that it is locked the moment it appears at the mailbox's path.
+pub(super) fn lock_new_file(file: &File) -> io::Result<()> {
+    if ofd_lock(file, libc::F_WRLCK)? {
+        Ok(())
+    } else {
+        Err(io::Error::other("a new file is locked by someone else"))
+    }
 }
 
 fn pause(attempt: u32) {
@@ -172,32 +216,46 @@ impl MboxLock {
         let deadline = Instant::now() + timeout;
         let dotlock = take_dotlock(path, deadline)?;
         let guard = DotlockGuard(dotlock);
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        wait_for_ofd_lock(&file, libc::F_WRLCK, path, deadline)?;
+        let file = open_locked(path, libc::F_WRLCK, true, deadline)?;
         Ok(MboxLock {
             file,
+            path: path.to_path_buf(),
             dotlock: guard.take(),
+            successor: std::sync::Mutex::new(None),
         })
     }
 
     /// A shared fcntl lock for reading (no dotlock: readers do not take one). Blocking.
     pub(super) fn shared(path: &Path, timeout: Duration) -> Result<MboxLock> {
         let deadline = Instant::now() + timeout;
-        let file = File::open(path)?;
-        wait_for_ofd_lock(&file, libc::F_RDLCK, path, deadline)?;
+        let file = open_locked(path, libc::F_RDLCK, false, deadline)?;
         Ok(MboxLock {
             file,
+            path: path.to_path_buf(),
             dotlock: None,
+            successor: std::sync::Mutex::new(None),
         })
     }
 
     pub(super) fn file(&self) -> &File {
         &self.file
     }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `file` (locked with [`lock_new_file`]) now stands at the path: keep it locked until
+    /// this lock is dropped, so nobody sees it before the index agrees with it.
+    pub(super) fn adopt(&self, file: File) {
+        *self.successor.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+    }
 }
 
 impl Drop for MboxLock {
     fn drop(&mut self) {
+        // Closing the successor releases its OFD lock.
+        drop(self.successor.lock().map(|mut s| s.take()));
         let _ = ofd_lock(&self.file, libc::F_UNLCK);
         if let Some(p) = self.dotlock.take() {
             let _ = fs::remove_file(p);
@@ -227,6 +285,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_waiter_on_a_replaced_file_locks_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("box");
+        fs::write(&mbox, b"old").unwrap();
+        let held = MboxLock::exclusive(&mbox, Duration::from_secs(1)).unwrap();
+        let path = mbox.clone();
+        let waiter = std::thread::spawn(move || {
+            let lock = MboxLock::shared(&path, Duration::from_secs(10)).unwrap();
+            let mut text = String::new();
+            io::Read::read_to_string(&mut lock.file(), &mut text).unwrap();
+            text
+        });
+        // Let the waiter open the old file and start waiting on its lock.
+        std::thread::sleep(Duration::from_millis(100));
+        let tmp = dir.path().join(".box.new");
+        fs::write(&tmp, b"new").unwrap();
+        let new = File::options().read(true).write(true).open(&tmp).unwrap();
+        lock_new_file(&new).unwrap();
+        fs::rename(&tmp, &mbox).unwrap();
+        held.adopt(new);
+        drop(held);
+        assert_eq!(waiter.join().unwrap(), "new");
+    }
+
+    #[test]
     fn second_lock_waits_then_fails_temporarily_and_stale_locks_are_broken() {
         let dir = tempfile::tempdir().unwrap();
         let mbox = dir.path().join("box");
@@ -248,8 +331,44 @@ mod tests {
             format!("{} {}\n", i32::MAX - 7, our_host()),
         )
         .unwrap();
+        let t = Instant::now();
         let again = MboxLock::exclusive(&mbox, Duration::from_secs(2)).unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "waited on a stale lock"
+        );
+        // The dead process's lock was replaced by ours, and ours goes with the lock.
+        let owner = fs::read_to_string(dir.path().join("box.lock")).unwrap();
+        assert_eq!(owner, format!("{} {}\n", std::process::id(), our_host()));
         drop(again);
+        assert!(!dir.path().join("box.lock").exists());
+
+        // A live process's dotlock is respected (ours, from another "client").
+        fs::write(
+            dir.path().join("box.lock"),
+            format!("{} {}\n", std::process::id(), our_host()),
+        )
+        .unwrap();
+        let err = MboxLock::exclusive(&mbox, Duration::from_millis(100))
+            .err()
+            .unwrap();
+        assert!(err.is_temporary());
+        fs::remove_file(dir.path().join("box.lock")).unwrap();
+
+        // Readers share: two shared locks at once, and a writer waits for both to go.
+        let r1 = MboxLock::shared(&mbox, Duration::from_millis(200)).unwrap();
+        let r2 = MboxLock::shared(&mbox, Duration::from_millis(200)).unwrap();
+        let err = MboxLock::exclusive(&mbox, Duration::from_millis(100))
+            .err()
+            .unwrap();
+        assert!(err.is_temporary());
+        drop(r1);
+        assert!(MboxLock::exclusive(&mbox, Duration::from_millis(100)).is_err());
+        drop(r2);
+        let writer = MboxLock::exclusive(&mbox, Duration::from_millis(200)).unwrap();
+        // ... and a reader waits for the writer.
+        assert!(MboxLock::shared(&mbox, Duration::from_millis(100)).is_err());
+        drop(writer);
 
         // fcntl alone (no dotlock) also excludes: an OFD lock from another open file.
         let f = File::options().read(true).write(true).open(&mbox).unwrap();

@@ -2,8 +2,9 @@
 //! compaction. Blocking functions over an already locked file.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
 
 use super::index::DiskState;
 
@@ -316,37 +317,70 @@ pub(super) fn read(file: &File, off: u64, len: u64) -> io::Result<Vec<u8>> {
     Ok(unquote(&q))
 }
 
-/// Removes byte ranges (sorted, disjoint `(start, end)`) by moving the rest down in place,
-/// truncating and fsyncing. Returns the new length.
-pub(super) fn remove_ranges(file: &File, ranges: &[(u64, u64)]) -> io::Result<u64> {
+/// Writes a copy of the mbox `file` at `path` without the byte ranges (sorted, disjoint
+/// `(start, end)`), fsyncs it, locks it (with `lock`) and renames it over `path`, then fsyncs
+/// the directory. Returns the new file.
+///
+/// Why a new file: rewriting in place moves every kept message, and a power loss in the
+/// middle loses some of them. With the rename, the old file stays whole until the new one is
+/// on disk. The cost: a reader that opened the old file keeps reading it. Our own lockers
+/// check after locking that they hold the file at the path and reopen if not
+/// (`lock::open_locked`); mail tools that take the dotlock before opening (procmail, mutt,
+/// Postfix local) are excluded by the dotlock we hold throughout.
+pub(super) fn rewrite_without(
+    path: &Path,
+    file: &File,
+    ranges: &[(u64, u64)],
+    lock: impl FnOnce(&File) -> io::Result<()>,
+) -> io::Result<File> {
+    use std::os::unix::fs::PermissionsExt;
     let total = file.metadata()?.len();
-    let Some(first) = ranges.first() else {
-        return Ok(total);
-    };
-    let mut write_pos = first.0;
-    let mut buf = vec![0u8; 1 << 16];
-    for (i, r) in ranges.iter().enumerate() {
-        let keep_start = r.1;
-        let keep_end = ranges.get(i + 1).map_or(total, |n| n.0);
-        let mut p = keep_start;
-        while p < keep_end {
-            let n = ((keep_end - p) as usize).min(buf.len());
-            let mut f = file;
-            f.seek(SeekFrom::Start(p))?;
-            f.read_exact(&mut buf[..n])?;
-            file.write_all_at(&buf[..n], write_pos)?;
-            p += n as u64;
-            write_pos += n as u64;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map_or_else(|| "mbox".to_string(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.expunge-{:016x}", rand::random::<u64>()));
+    let mut new = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    let written = (|| {
+        let meta = file.metadata()?;
+        new.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        let mut keep_start = 0;
+        for &(start, end) in ranges.iter().chain(std::iter::once(&(total, total))) {
+            copy_range(file, &mut new, keep_start, start)?;
+            keep_start = end;
         }
+        new.sync_all()?;
+        lock(&new)?;
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    file.set_len(write_pos)?;
-    file.sync_all()?;
-    Ok(write_pos)
+    Ok(new)
+}
+
+fn copy_range(from: &File, to: &mut File, start: u64, end: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut p = start;
+    while p < end {
+        let n = ((end - p) as usize).min(buf.len());
+        from.read_exact_at(&mut buf[..n], p)?;
+        to.write_all(&buf[..n])?;
+        p += n as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn mboxrd_quoting_round_trips() {
@@ -395,12 +429,26 @@ mod tests {
         assert_eq!(read(&f, parsed[0].off, parsed[0].len).unwrap(), m1);
         assert_eq!(read(&f, parsed[1].off, parsed[1].len).unwrap(), m2);
         assert_eq!(parsed[1].size, m2.len() as u64);
-        // Removing the first message keeps the second readable at its new place.
-        let end = remove_ranges(&f, &[(parsed[0].from, parsed[1].from)]).unwrap();
-        let again = parse(&f).unwrap();
+        // Removing the first message keeps the second readable at its new place, in a new
+        // file renamed over the old one; the old file (still open) is untouched.
+        let before = std::fs::read(&p).unwrap();
+        let new = rewrite_without(&p, &f, &[(parsed[0].from, parsed[1].from)], |_| Ok(())).unwrap();
+        let again = parse(&new).unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].fingerprint, parsed[1].fingerprint);
-        assert_eq!(read(&f, again[0].off, again[0].len).unwrap(), m2);
-        assert_eq!(end, f.metadata().unwrap().len());
+        assert_eq!(read(&new, again[0].off, again[0].len).unwrap(), m2);
+        let at_path = std::fs::read(&p).unwrap();
+        assert_eq!(at_path.len() as u64, new.metadata().unwrap().len());
+        assert_eq!(at_path, before[parsed[1].from as usize..]);
+        let mut old = Vec::new();
+        (&f).seek(SeekFrom::Start(0)).unwrap();
+        (&f).read_to_end(&mut old).unwrap();
+        assert_eq!(old, before, "the old file is never written");
+        // Nothing but the mbox is left in the directory.
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
     }
 }

@@ -10,7 +10,7 @@ use sqlx::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::index::{self, Location, MailboxRow, MessageRow};
-use super::lock::MboxLock;
+use super::lock::{self, MboxLock};
 use super::maildir::{self, rel_path};
 use super::mbox;
 use super::sync::record_own_change;
@@ -959,8 +959,10 @@ impl Core {
         let rg = ranges.clone();
         let l = lock.clone();
         let after = blocking(move || {
-            mbox::remove_ranges(l.file(), &rg)?;
-            Ok(mbox::state(l.file())?)
+            let new = mbox::rewrite_without(l.path(), l.file(), &rg, lock::lock_new_file)?;
+            let state = mbox::state(&new)?;
+            l.adopt(new);
+            Ok(state)
         })
         .await?;
         let shift = |off: u64| -> u64 {

@@ -41,11 +41,25 @@ impl Session {
                 Err(_) => return Reply::bad("Invalid message sequence number"),
             }
         };
+        let mut bytes: u64 = 0;
         let uids: Vec<u32> = sequence::indices(&ranges)
-            .map(|i| sel.msgs[i].uid)
+            .map(|i| {
+                bytes = bytes.saturating_add(sel.msgs[i].size);
+                sel.msgs[i].uid
+            })
             .collect();
         if uids.is_empty() {
             return Reply::ok(format!("{verb} completed"));
+        }
+        // COPY adds the copies to the user's usage, as APPEND and delivery do. A MOVE
+        // within the account leaves the usage as it was, so it stays possible at the quota
+        // (moving to Trash is how a full mailbox is cleaned up).
+        let quota = self.account.as_ref().map_or(0, |a| a.quota_bytes);
+        if !is_move
+            && quota > 0
+            && let Err(e) = user.check_quota(Some(quota), None, bytes).await
+        {
+            return e.into();
         }
         let source = sel.name.clone();
         let result = if is_move {
@@ -102,6 +116,32 @@ mod tests {
         assert_eq!(out, "b NO [TRYCREATE] Mailbox does not exist\r\n");
         let out = h.run(&mut s, "c STATUS Archive (MESSAGES)\r\n").await;
         assert!(out.contains("(MESSAGES 2)"), "{out}");
+    }
+
+    /// COPY counts against the quota like APPEND: a copy that would pass it is refused
+    /// with OVERQUOTA and nothing is copied; MOVE, which adds nothing, still works.
+    #[tokio::test]
+    async fn copy_respects_the_quota() {
+        let h = Harness::new().await; // alice's quota: 1,000,000 bytes
+        let body = "x".repeat(400_000);
+        h.deliver("INBOX", &message("big", &body)).await;
+        h.deliver("INBOX", &message("small", "y")).await;
+        let mut s = h.selected("INBOX").await;
+        let out = h.run(&mut s, "a COPY 1 Archive\r\n").await;
+        assert!(out.starts_with("a OK [COPYUID "), "{out}");
+        let out = h.run(&mut s, "b COPY 1 Archive\r\n").await;
+        assert_eq!(out, "b NO [OVERQUOTA] Over quota\r\n");
+        let out = h.run(&mut s, "c UID COPY 1:2 Archive\r\n").await;
+        assert_eq!(out, "c NO [OVERQUOTA] Over quota\r\n");
+        let out = h.run(&mut s, "d STATUS Archive (MESSAGES)\r\n").await;
+        assert!(out.contains("(MESSAGES 1)"), "{out}");
+        let out = h.run(&mut s, "e COPY 2 Archive\r\n").await;
+        assert!(
+            out.starts_with("e OK [COPYUID "),
+            "a small copy fits: {out}"
+        );
+        let out = h.run(&mut s, "f MOVE 1 Trash\r\n").await;
+        assert!(out.ends_with("f OK MOVE completed\r\n"), "{out}");
     }
 
     #[tokio::test]

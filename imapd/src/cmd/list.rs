@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use hermod_common::log_escape::escape;
 use hermod_common::store::MailboxInfo;
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 
@@ -10,23 +11,101 @@ use crate::extended::ListCommand;
 use crate::output::Out;
 use crate::session::{Reply, Session};
 
-/// Whether `name` matches a LIST pattern: `*` matches anything, `%` anything but `/`.
-pub fn pattern_matches(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = canonical_inbox(pattern).chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    glob(&p, &n)
+/// The longest LIST pattern after runs of wildcards are merged; no mailbox name is longer.
+pub const MAX_PATTERN_LEN: usize = 1024;
+
+/// A LIST pattern ready to match names: `*` matches anything, `%` anything but `/`.
+///
+/// Matching simulates the pattern as a small automaton over the name's bytes (the
+/// wildcards are ASCII, so bytes match as characters do): time is bounded by name length
+/// times pattern length, with no recursion and no backtracking whatever the input.
+#[derive(Debug, Clone)]
+pub struct ListPattern {
+    /// The pattern bytes, each run of wildcards merged into one (`*` if it held a `*`).
+    bytes: Vec<u8>,
+    /// How many bytes are not wildcards: a shorter name cannot match.
+    literals: usize,
 }
 
-fn glob(p: &[char], n: &[char]) -> bool {
-    match p.split_first() {
-        None => n.is_empty(),
-        Some(('*', rest)) => (0..=n.len()).any(|i| glob(rest, &n[i..])),
-        Some(('%', rest)) => {
-            let stop = n.iter().position(|&c| c == '/').unwrap_or(n.len());
-            (0..=stop).any(|i| glob(rest, &n[i..]))
+impl ListPattern {
+    /// `None` when the pattern is longer than [`MAX_PATTERN_LEN`] once its wildcard runs are
+    /// merged.
+    pub fn new(pattern: &str) -> Option<ListPattern> {
+        let canonical = canonical_inbox(pattern);
+        let mut bytes: Vec<u8> = Vec::with_capacity(canonical.len().min(MAX_PATTERN_LEN));
+        for &b in canonical.as_bytes() {
+            let wild = b == b'*' || b == b'%';
+            match bytes.last_mut() {
+                Some(last) if wild && (*last == b'*' || *last == b'%') => {
+                    if b == b'*' {
+                        *last = b'*';
+                    }
+                }
+                _ => {
+                    if bytes.len() == MAX_PATTERN_LEN {
+                        return None;
+                    }
+                    bytes.push(b);
+                }
+            }
         }
-        Some((c, rest)) => n.first() == Some(c) && glob(rest, &n[1..]),
+        let literals = bytes.iter().filter(|&&b| b != b'*' && b != b'%').count();
+        Some(ListPattern { bytes, literals })
     }
+
+    /// Whether `name` matches.
+    pub fn matches(&self, name: &str) -> bool {
+        let p = &self.bytes;
+        if p.as_slice() == b"*" {
+            return true;
+        }
+        // Also bounds the work below: at most `name.len()` literal steps to follow.
+        if name.len() < self.literals {
+            return false;
+        }
+        // States are pattern positions; wildcards are never adjacent, so the closure of a
+        // state is itself plus, after a wildcard, the next position.
+        let mut current: Vec<usize> = Vec::with_capacity(4);
+        let mut next: Vec<usize> = Vec::with_capacity(4);
+        let mut seen = vec![usize::MAX; p.len() + 1];
+        let add = |states: &mut Vec<usize>, seen: &mut [usize], s: usize, step: usize| {
+            for s in [s, s + 1] {
+                if seen[s] != step {
+                    seen[s] = step;
+                    states.push(s);
+                }
+                if !matches!(p.get(s), Some(b'*' | b'%')) {
+                    break;
+                }
+            }
+        };
+        add(&mut current, &mut seen, 0, 0);
+        for (i, &c) in name.as_bytes().iter().enumerate() {
+            let step = i + 1;
+            next.clear();
+            for &s in &current {
+                match p.get(s) {
+                    None => {}
+                    Some(b'*') => add(&mut next, &mut seen, s, step),
+                    Some(b'%') if c != b'/' => add(&mut next, &mut seen, s, step),
+                    Some(b'%') => {}
+                    Some(&l) if l == c => add(&mut next, &mut seen, s + 1, step),
+                    Some(_) => {}
+                }
+            }
+            if next.is_empty() {
+                return false;
+            }
+            std::mem::swap(&mut current, &mut next);
+        }
+        current.contains(&p.len())
+    }
+}
+
+/// Whether `name` matches a LIST pattern: `*` matches anything, `%` anything but `/`.
+/// A pattern over [`MAX_PATTERN_LEN`] matches nothing.
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    ListPattern::new(pattern).is_some_and(|p| p.matches(name))
 }
 
 /// Spells a leading `inbox` (any case) the way the store names it.
@@ -70,7 +149,10 @@ impl Session {
         let mut patterns = Vec::new();
         for p in &cmd.patterns {
             match self.full_pattern(&cmd.reference, p) {
-                Ok(p) => patterns.push(p),
+                Ok(p) => match ListPattern::new(&p) {
+                    Some(p) => patterns.push(p),
+                    None => return Reply::bad("Mailbox pattern too long"),
+                },
                 Err(r) => return r,
             }
         }
@@ -88,7 +170,7 @@ impl Session {
             BTreeSet::new()
         };
         let is_subscribed = |m: &MailboxInfo| m.subscribed || subscribed.contains(&m.name);
-        let matches = |name: &str| patterns.iter().any(|p| pattern_matches(p, name));
+        let matches = |name: &str| patterns.iter().any(|p| p.matches(name));
 
         // What to list: every mailbox, or (SUBSCRIBED) the subscribed ones, existing or not.
         let mut entries: Vec<(MailboxInfo, bool, bool)> = Vec::new(); // (info, exists, childinfo)
@@ -162,7 +244,7 @@ impl Session {
                 && !m.noselect
                 && let Err(r) = self.write_status(&user, &m.name, items, out).await
             {
-                tracing::debug!(mailbox = %m.name, status = ?r.text, "LIST-STATUS skipped a mailbox");
+                tracing::debug!(mailbox = %escape(&m.name), status = ?r.text, "LIST-STATUS skipped a mailbox");
             }
         }
         Reply::ok("LIST completed")
@@ -186,7 +268,10 @@ impl Session {
             ListMailbox::String(s) => s.as_ref(),
         };
         let pattern = match self.full_pattern(&reference, pattern_bytes) {
-            Ok(p) => p,
+            Ok(p) => match ListPattern::new(&p) {
+                Some(p) => p,
+                None => return Reply::bad("Mailbox pattern too long"),
+            },
             Err(r) => return r,
         };
         let subs = match user.subscriptions().await {
@@ -196,7 +281,7 @@ impl Session {
         let subscribed: BTreeSet<&str> = subs.iter().map(String::as_str).collect();
         let mut shown = BTreeSet::new();
         for name in &subs {
-            if pattern_matches(&pattern, name) && shown.insert(name.clone()) {
+            if pattern.matches(name) && shown.insert(name.clone()) {
                 out.put(b"* LSUB () \"/\" ");
                 self.write_name(out.buf(), name);
                 out.put(b"\r\n");
@@ -205,7 +290,7 @@ impl Session {
             for (i, _) in name.match_indices('/') {
                 let parent = &name[..i];
                 if !subscribed.contains(parent)
-                    && pattern_matches(&pattern, parent)
+                    && pattern.matches(parent)
                     && shown.insert(parent.to_string())
                 {
                     out.put(b"* LSUB (\\Noselect) \"/\" ");
@@ -234,6 +319,46 @@ mod tests {
         assert!(pattern_matches("Inbox/%", "INBOX/x"));
         assert!(!pattern_matches("Sent", "sent"));
         assert!(pattern_matches("%/%", "a/b"));
+        assert!(!pattern_matches("%/%", "a/b/c"));
+        assert!(pattern_matches("%/*", "a/b/c"));
+        assert!(pattern_matches("*%", "a/b"));
+        assert!(!pattern_matches("%%", "a/b"));
+        assert!(pattern_matches("a*b*c", "aXbYbc"));
+        assert!(!pattern_matches("a*b*c", "aXbYb"));
+        assert!(pattern_matches("", ""));
+        assert!(!pattern_matches("", "x"));
+        assert!(pattern_matches("Entw%rfe", "Entwürfe"));
+        assert!(pattern_matches("Entw*", "Entwürfe"));
+        assert!(!pattern_matches("Entwu%", "Entwürfe"));
+    }
+
+    /// Wildcard bombs: a long run of `*` neither recurses nor is refused (it is one `*`),
+    /// and many `*` segments against a long name finish at once, not after exponential
+    /// backtracking.
+    #[test]
+    fn wildcard_bombs_are_cheap() {
+        let stars = "*".repeat(60_000);
+        assert!(pattern_matches(&stars, "Work/2024"));
+        assert!(pattern_matches(&format!("{stars}%{stars}a"), "a/a"));
+        let name = "a".repeat(200);
+        let started = std::time::Instant::now();
+        assert!(!pattern_matches("*a*a*a*a*a*a*a*a*b", &name));
+        assert!(!pattern_matches("%a%a%a%a%a%a%a%a%b", &name));
+        assert!(pattern_matches("*a*a*a*a*a*a*a*a*", &name));
+        // The longest patterns against the longest names the store allows (240 bytes),
+        // as a LIST over many mailboxes would run them.
+        let longest = ListPattern::new(&"*a".repeat(MAX_PATTERN_LEN / 2)).unwrap();
+        let busiest = ListPattern::new(&format!("{}b", "*a".repeat(119))).unwrap();
+        let name = "a".repeat(240);
+        for _ in 0..100 {
+            assert!(!longest.matches(&name));
+            assert!(!busiest.matches(&name));
+        }
+        assert!(pattern_matches(&"*a".repeat(120), &name));
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+        // Over the cap (after merging), a pattern is refused.
+        assert!(ListPattern::new(&"ab".repeat(MAX_PATTERN_LEN)).is_none());
     }
 
     async fn session(h: &Harness) -> crate::session::Session {

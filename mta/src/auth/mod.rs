@@ -97,6 +97,17 @@ impl MailAuth {
         self.config.verify && !authenticated && (!relay_allowed || self.config.verify_mynetworks)
     }
 
+    /// Whether [`MailAuth::check_message`] verifies or signs this message (else it only
+    /// removes forged results, which a big spooled message may keep: the MDA trusts only the
+    /// quarantine mark, and that one comes from a verified message).
+    pub fn checks(&self, facts: &MessageFacts) -> bool {
+        self.verifies(facts.authenticated, facts.relay_allowed) || self.signs(facts)
+    }
+
+    fn signs(&self, facts: &MessageFacts) -> bool {
+        self.config.sign && facts.remote_recipients && (facts.authenticated || facts.relay_allowed)
+    }
+
     /// At MAIL FROM: SPF of the HELO and MAIL FROM identities; Err refuses the sender.
     pub async fn check_sender(
         &self,
@@ -195,10 +206,7 @@ impl MailAuth {
             }
             fields.extend_from_slice(&message);
             message = fields;
-        } else if self.config.sign
-            && facts.remote_recipients
-            && (facts.authenticated || facts.relay_allowed)
-        {
+        } else if self.signs(&facts) {
             match self.sign_off_runtime(message).await {
                 Ok(signed) => message = signed,
                 Err(()) => {

@@ -395,9 +395,49 @@ fn fqdn(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.'))
 }
 
+/// Defence in depth against backscatter into internal networks: a report (null sender)
+/// addressed to an internal address literal (`x@[10.0.0.5]`, `x@[127.0.0.1]`) fails for good
+/// here, before any route is looked up or any connection opened. The session and the report
+/// path refuse such addresses earlier; this catches whatever reached the queue anyway.
+pub fn report_to_internal_literal<'a>(
+    sender: &str,
+    mut recipients: impl Iterator<Item = &'a str>,
+) -> Option<RemoteReply> {
+    (sender.is_empty() && recipients.any(crate::ip_literal::is_forbidden_literal_address)).then(
+        || {
+            synthetic(
+                550,
+                [5, 7, 1],
+                "no reports are sent to internal address literals",
+            )
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_report_goes_to_an_internal_literal() {
+        // Pure: decided from the envelope, before any lookup or connection.
+        for rcpt in [
+            "x@[10.0.0.5]",
+            "x@[127.0.0.1]",
+            "x@[IPv6:::1]",
+            "x@[IPv6:fe80::1]",
+        ] {
+            let reply = report_to_internal_literal("", [rcpt].into_iter()).expect(rcpt);
+            assert_eq!((reply.code, reply.status), (550, Some([5, 7, 1])));
+        }
+        // Ordinary mail and reports to public places are not this check's business.
+        assert!(
+            report_to_internal_literal("a@example.org", ["x@[10.0.0.5]"].into_iter()).is_none()
+        );
+        assert!(
+            report_to_internal_literal("", ["x@example.org", "y@[8.8.8.8]"].into_iter()).is_none()
+        );
+    }
 
     fn records(list: &[(u16, &str)]) -> Vec<(u16, String)> {
         list.iter().map(|(p, n)| (*p, n.to_string())).collect()

@@ -21,7 +21,7 @@ use super::OutboundError;
 use super::client::{OutgoingMessage, OutgoingRecipient};
 use super::connection::{ConnectOptions, ConnectionFailure, SendOutcome, SmtpConnection, Target};
 use super::reply::{RemoteReply, synthetic};
-use super::route::{RouteFailure, RouteKey, Router};
+use super::route::{RouteFailure, RouteKey, Router, report_to_internal_literal};
 use super::settings::OutboundSettings;
 use super::tls::TlsClient;
 use crate::bounce::status_of;
@@ -410,6 +410,13 @@ impl Shared {
         };
         if let Some(reply) = destination.suspended(job.number) {
             return all(Class::Temporary, reply);
+        }
+        if let Some(reply) = report_to_internal_literal(
+            &job.message.sender,
+            job.recipients.iter().map(|r| r.address.as_str()),
+        ) {
+            tracing::warn!(queue_id = %job.message.id, "report to an internal address literal refused");
+            return all(Class::Permanent, reply);
         }
         let targets = match destination.targets(&self.router).await {
             Ok(targets) => targets,

@@ -344,6 +344,40 @@ impl Queue {
         Ok(())
     }
 
+    /// Stores a message whose content was spooled to `body` (a file in this queue's `tmp/`,
+    /// fsynced): `prefix` (the trace header) then the file. The content is copied in the
+    /// kernel (`copy_file_range`), never read into memory.
+    pub async fn enqueue_spooled(
+        &self,
+        id: &QueueId,
+        envelope: &Envelope,
+        prefix: &[u8],
+        body: &Path,
+    ) -> Result<(), QueueError> {
+        let tmp = self.dir.join("tmp").join(id.as_str());
+        let dir = self.dir.join("messages");
+        let path = dir.join(id.as_str());
+        let (prefix, body) = (prefix.to_vec(), body.to_path_buf());
+        let size =
+            tokio::task::spawn_blocking(move || write_spooled_durably(&tmp, &path, &prefix, &body))
+                .await??;
+        let write = committer::Write::Insert {
+            id: id.clone(),
+            envelope: envelope.clone(),
+            size,
+            arrival: unix_now(),
+            content: None,
+        };
+        let change = self.size.change();
+        if let Err(e) = self.write(write).await {
+            self.remove_content(id);
+            return Err(e);
+        }
+        change.apply(1);
+        self.wake.notify_one();
+        Ok(())
+    }
+
     async fn write(&self, write: committer::Write) -> Result<committer::Written, QueueError> {
         let (done, answer) = oneshot::channel();
         self.writer
@@ -833,6 +867,33 @@ fn write_durably(
             .map_err(io_error(dir))?;
     }
     Ok(())
+}
+
+/// [`write_durably`] for `prefix` followed by the content of the file `body`; returns the
+/// size written. The directory fsync is left to the committer, as for [`Queue::enqueue`].
+fn write_spooled_durably(
+    tmp: &Path,
+    path: &Path,
+    prefix: &[u8],
+    body: &Path,
+) -> Result<usize, QueueError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(io_error(tmp))?;
+    let written = File::open(body)
+        .and_then(|mut source| {
+            file.write_all(prefix)?;
+            io::copy(&mut source, &mut file)
+        })
+        .and_then(|copied| file.sync_all().map(|()| copied));
+    drop(file);
+    let placed = written.and_then(|copied| fs::hard_link(tmp, path).map(|()| copied));
+    let _ = fs::remove_file(tmp);
+    let copied = placed.map_err(io_error(path))?;
+    Ok(prefix.len() + usize::try_from(copied).unwrap_or(usize::MAX))
 }
 
 /// A message and all its recipients, read through `conn` (a transaction or a connection).

@@ -59,7 +59,15 @@ fn reported_recipients(message: &QueuedMessage) -> Vec<(u32, DsnRecipient)> {
 /// Whether a finished message calls for a DSN. A bounce is never bounced: nothing goes back
 /// to the null sender.
 pub(crate) fn needs_report(message: &QueuedMessage) -> bool {
-    !message.sender.is_empty() && !reported_recipients(message).is_empty()
+    may_report_to(&message.sender) && !reported_recipients(message).is_empty()
+}
+
+/// Reports go to a sender, never to the null sender, and never to an internal address
+/// literal (`x@[10.0.0.5]`, `x@[127.0.0.1]`): a forged sender must not make us connect
+/// inside a network with a message carrying the attacker's text. The session refuses such
+/// senders from the internet already; this holds whatever got into the queue.
+pub(crate) fn may_report_to(sender: &str) -> bool {
+    !sender.is_empty() && !crate::ip_literal::is_forbidden_literal_address(sender)
 }
 
 /// The recipients a delay warning tells about: those deferred (tried and failed
@@ -116,7 +124,7 @@ impl DelayWarnings {
     fn may_be_due(&self, message: &QueuedMessage, now: i64) -> bool {
         !self.after.is_zero()
             && !message.delay_warned
-            && !message.sender.is_empty()
+            && may_report_to(&message.sender)
             && now - message.arrival >= self.after.as_secs() as i64
     }
 
@@ -221,7 +229,7 @@ impl Reporter<'_> {
         will_retry_until: i64,
     ) -> Result<Option<QueueId>, QueueError> {
         let recipients = delayed_recipients(message, will_retry_until);
-        if recipients.is_empty() || message.sender.is_empty() {
+        if recipients.is_empty() || !may_report_to(&message.sender) {
             return Ok(None);
         }
         let recipients = with_remote_mtas(recipients, remote_mtas);
@@ -274,5 +282,26 @@ impl Reporter<'_> {
             message_id: &message_id,
             now: unix_now(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_report_to_the_null_sender_or_an_internal_literal() {
+        assert!(may_report_to("alice@example.org"));
+        assert!(may_report_to("x@[192.0.43.8]"));
+        for sender in [
+            "",
+            "x@[10.0.0.5]",
+            "x@[127.0.0.1]",
+            "x@[IPv6:::1]",
+            "x@[IPv6:fd00::5]",
+            "x@[junk]",
+        ] {
+            assert!(!may_report_to(sender), "{sender:?}");
+        }
     }
 }

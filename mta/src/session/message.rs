@@ -13,6 +13,16 @@ use std::net::IpAddr;
 /// of data either. The message also ends with CRLF afterwards (BDAT content may not).
 pub fn normalize_line_endings(body: &[u8], out: &mut Vec<u8>) {
     out.reserve(body.len() + 2);
+    normalize_chunk(body, out);
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// [`normalize_line_endings`] for one piece of a message (the spool writes a big message in
+/// pieces): no CRLF is added at the end. A piece must not end in CR, which may be the first
+/// half of a CRLF.
+pub fn normalize_chunk(body: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
     while i < body.len() {
         match body[i] {
@@ -27,9 +37,6 @@ pub fn normalize_line_endings(body: &[u8], out: &mut Vec<u8>) {
             byte => out.push(byte),
         }
         i += 1;
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
     }
 }
 

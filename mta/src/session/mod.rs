@@ -14,6 +14,7 @@
 mod address;
 pub(crate) mod message;
 pub mod reply;
+pub mod spool;
 
 #[cfg(test)]
 mod tests;
@@ -21,16 +22,18 @@ mod tests;
 use std::borrow::Cow;
 use std::future::Future;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hermod_common::sasl;
+use hermod_common::{log_escape, sasl};
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
 use smtp_proto::{EhloResponse, MailFrom, RcptTo, Request};
 
 use crate::auth::{MessageFacts, MessageOutcome, SenderAuth};
 use crate::envelope::{BodyType, DsnReturn, Envelope, EnvelopeRecipient, Notify, QueueId};
 pub use reply::Reply;
+use spool::{Body, Content, SpoolFile};
 
 /// Default longest command line, CRLF included. RFC 5321 asks for at least 512; AUTH initial
 /// responses and long parameter lists need more.
@@ -77,6 +80,9 @@ pub struct SessionConfig {
     pub allow_plaintext_auth: bool,
     /// Longest command line accepted, CRLF included.
     pub max_line_length: usize,
+    /// Where message content above [`spool::SPOOL_THRESHOLD`] is written while it arrives
+    /// (the queue's `tmp/`, cleaned at start). `None` keeps every message in memory (tests).
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl SessionConfig {
@@ -94,6 +100,7 @@ impl SessionConfig {
             tls_available: true,
             allow_plaintext_auth: false,
             max_line_length: MAX_COMMAND_LINE,
+            spool_dir: None,
         }
     }
 }
@@ -170,6 +177,13 @@ pub trait SessionBackend: LocalDomains {
         async { Ok(SenderAuth::default()) }
     }
 
+    /// Whether [`SessionBackend::check_message`] will look at this message: a spooled message
+    /// is then read back into memory for it. The default checks nothing.
+    fn checks_content(&self, facts: &MessageFacts) -> bool {
+        let _ = facts;
+        false
+    }
+
     /// Mail authentication of a complete message ([`crate::auth::MailAuth::check_message`]):
     /// verification and policy for mail from outside, DKIM signing for ours. The default
     /// accepts the message unchanged.
@@ -189,6 +203,25 @@ pub trait SessionBackend: LocalDomains {
         envelope: &Envelope,
         message: &[u8],
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Stores a message that was spooled to disk as it arrived: `prefix` (the trace header)
+    /// followed by the content of `body` (fsynced). The default reads the file back and calls
+    /// [`SessionBackend::enqueue`], for backends that never see big messages.
+    fn enqueue_spooled(
+        &self,
+        id: &QueueId,
+        envelope: &Envelope,
+        prefix: &[u8],
+        body: &SpoolFile,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        async move {
+            let mut message = prefix.to_vec();
+            let content =
+                std::fs::read(body.path()).map_err(|e| BackendError(format!("spool: {e}")))?;
+            message.extend_from_slice(&content);
+            self.enqueue(id, envelope, &message).await
+        }
+    }
 }
 
 /// What the I/O loop must do after [`Session::feed`] once it has written the output.
@@ -240,8 +273,8 @@ struct Transaction {
     body_type: BodyType,
     smtputf8: bool,
     recipients: Vec<EnvelopeRecipient>,
-    /// Message content received so far (dot-unstuffed).
-    body: Vec<u8>,
+    /// Message content received so far (dot-unstuffed), in memory or spooled.
+    body: Body,
     /// A BDAT chunk was accepted: DATA is no longer allowed.
     bdat_started: bool,
     /// SPF results of MAIL FROM, for the checks at the end of DATA.
@@ -337,7 +370,9 @@ impl<B: SessionBackend> Session<B> {
                         continue;
                     };
                     let mut bytes = rest.iter();
-                    let done = receiver.ingest(&mut bytes, &mut txn.body);
+                    let before = txn.body.buffer().len();
+                    let done = receiver.ingest(&mut bytes, txn.body.buffer());
+                    txn.body.ingested(before);
                     rest = bytes.as_slice();
                     let too_big = txn.body.len() > self.config.max_message_size;
                     match (done, too_big) {
@@ -347,7 +382,7 @@ impl<B: SessionBackend> Session<B> {
                             self.send(out, reply::too_big());
                         }
                         (false, true) => {
-                            txn.body = Vec::new();
+                            txn.body.discard();
                             self.state = State::DataDiscard(DummyDataReceiver::new_data(&receiver));
                         }
                         (false, false) => self.state = State::Data(receiver),
@@ -369,7 +404,9 @@ impl<B: SessionBackend> Session<B> {
                         continue;
                     };
                     let mut bytes = rest.iter();
-                    let done = receiver.ingest(&mut bytes, &mut txn.body);
+                    let before = txn.body.buffer().len();
+                    let done = receiver.ingest(&mut bytes, txn.body.buffer());
+                    txn.body.ingested(before);
                     rest = bytes.as_slice();
                     if done {
                         self.bdat_chunk_done(receiver.is_last, size, out).await;
@@ -638,6 +675,19 @@ impl<B: SessionBackend> Session<B> {
         } else {
             match self.check_address_syntax(&from.address, smtputf8) {
                 Err(r) => return self.send(out, r.unwrap_or_else(bad_sender)),
+                // Reports to this sender would go inside a network: see crate::ip_literal.
+                Ok((_, domain))
+                    if !self.conn.relay_allowed
+                        && crate::ip_literal::is_forbidden_literal_domain(domain) =>
+                {
+                    tracing::info!(peer = %self.conn.peer,
+                        sender = %log_escape::escape(&*from.address),
+                        "internal address literal refused as sender");
+                    return self.send(
+                        out,
+                        Reply::new(553, [5, 1, 8], "Sender address literal not accepted"),
+                    );
+                }
                 Ok((local, domain)) => address::normalize(local, domain),
             }
         };
@@ -687,7 +737,7 @@ impl<B: SessionBackend> Session<B> {
             body_type,
             smtputf8,
             recipients: Vec::new(),
-            body: Vec::new(),
+            body: Body::new(self.config.spool_dir.clone()),
             bdat_started: false,
             sender_auth,
         });
@@ -786,6 +836,13 @@ impl<B: SessionBackend> Session<B> {
         let (local, domain) = self
             .check_address_syntax(raw, smtputf8)
             .map_err(|r| r.unwrap_or_else(bad_syntax))?;
+        if !self.conn.relay_allowed && crate::ip_literal::is_forbidden_literal_domain(domain) {
+            return Err(Reply::new(
+                550,
+                [5, 7, 1],
+                "Recipient address literal not accepted",
+            ));
+        }
         let domain_lc = domain.to_lowercase();
         let is_local = !address::is_address_literal(domain)
             && self
@@ -861,7 +918,6 @@ impl<B: SessionBackend> Session<B> {
         }
         if let Some(txn) = self.txn.as_mut() {
             txn.bdat_started = true;
-            txn.body.reserve(size.min(1 << 20));
         }
         if size == 0 {
             self.bdat_chunk_done(is_last, 0, out).await;
@@ -980,7 +1036,8 @@ impl<B: SessionBackend> Session<B> {
                 self.send(out, Reply::new(235, [2, 7, 0], "Authentication successful"));
             }
             Ok(AuthOutcome::Failure) => {
-                tracing::warn!(peer = %self.conn.peer, login = %credentials.login,
+                tracing::warn!(peer = %self.conn.peer,
+                    login = %log_escape::escape(&credentials.login),
                     "smtp auth failed");
                 self.send(out, bad_credentials());
             }
@@ -1010,14 +1067,25 @@ impl<B: SessionBackend> Session<B> {
             sender_auth,
             ..
         } = txn;
-        let body = if message::has_bare_line_ending(&body) || !body.ends_with(b"\r\n") {
-            let mut normalized = Vec::new();
-            message::normalize_line_endings(&body, &mut normalized);
-            normalized
+        // Finishing a spooled message fsyncs a big file: not on a runtime thread.
+        let finished = if body.is_spooled() {
+            tokio::task::spawn_blocking(move || body.finish())
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
         } else {
-            body
+            body.finish()
         };
-        let headers = message::header_section(&body);
+        let content = match finished {
+            Ok(content) => content,
+            Err(e) => {
+                tracing::error!(error = %e, "could not spool message");
+                return self.send(out, reply::temporary_failure());
+            }
+        };
+        let headers = message::header_section(match &content {
+            Content::Memory(body) => body,
+            Content::Spooled(spool) => spool.head(),
+        });
         if message::count_fields(headers, "Received") >= self.config.max_hops {
             return self.send(
                 out,
@@ -1055,9 +1123,6 @@ impl<B: SessionBackend> Session<B> {
                 );
             }
         }
-        queued.reserve_exact(body.len());
-        queued.extend_from_slice(&body);
-        drop(body);
         let facts = MessageFacts {
             ip: self.conn.peer,
             helo: helo.to_string(),
@@ -1068,9 +1133,36 @@ impl<B: SessionBackend> Session<B> {
             sender_auth,
             trace_len,
         };
-        let queued = match self.backend.check_message(facts, queued).await {
-            MessageOutcome::Accept(message) => message,
-            MessageOutcome::Refuse(reply) => return self.send(out, reply),
+        // Mail authentication needs the whole message: a spooled one is read back first.
+        let content = match content {
+            Content::Spooled(spool) if self.backend.checks_content(&facts) => {
+                let path = spool.path().to_path_buf();
+                match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
+                    Ok(Ok(bytes)) => Content::Memory(bytes),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "could not read the spooled message");
+                        return self.send(out, reply::temporary_failure());
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not read the spooled message");
+                        return self.send(out, reply::temporary_failure());
+                    }
+                }
+            }
+            other => other,
+        };
+        let content = match content {
+            Content::Memory(body) => {
+                queued.reserve_exact(body.len());
+                queued.extend_from_slice(&body);
+                drop(body);
+                queued = match self.backend.check_message(facts, queued).await {
+                    MessageOutcome::Accept(message) => message,
+                    MessageOutcome::Refuse(reply) => return self.send(out, reply),
+                };
+                None
+            }
+            Content::Spooled(spool) => Some(spool),
         };
         let envelope = Envelope {
             sender,
@@ -1082,11 +1174,23 @@ impl<B: SessionBackend> Session<B> {
             auth_user: self.user.clone(),
             client: format!("[{}] {}", self.conn.peer, helo),
         };
-        match self.backend.enqueue(&id, &envelope, &queued).await {
+        let size = queued.len()
+            + content.as_ref().map_or(0, |spool| {
+                usize::try_from(spool.len()).unwrap_or(usize::MAX)
+            });
+        let stored = match content {
+            None => self.backend.enqueue(&id, &envelope, &queued).await,
+            Some(spool) => {
+                self.backend
+                    .enqueue_spooled(&id, &envelope, &queued, &spool)
+                    .await
+            }
+        };
+        match stored {
             Ok(()) => {
-                tracing::info!(queue_id = %id, from = %envelope.sender,
-                    nrcpt = envelope.recipients.len(), size = queued.len(),
-                    client = %envelope.client, "message accepted");
+                tracing::info!(queue_id = %id, from = %log_escape::escape(&envelope.sender),
+                    nrcpt = envelope.recipients.len(), size,
+                    client = %log_escape::escape(&envelope.client), "message accepted");
                 self.send(
                     out,
                     Reply::new(250, [2, 0, 0], format!("Ok: queued as {id}")),

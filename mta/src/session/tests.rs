@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::*;
 use crate::envelope::{DsnReturn, Envelope, QueueId};
 
+#[path = "tests_hostile.rs"]
+mod hostile;
+
 fn encode(text: &str) -> String {
     hermod_common::sasl::encode_base64(text.as_bytes())
 }

@@ -27,6 +27,7 @@ pub struct Options {
     pub allow_plaintext_auth: bool,
     pub format: MailboxFormat,
     pub idle_timeout: Duration,
+    pub write_timeout: Duration,
     pub max_line_length: usize,
     pub max_errors: usize,
 }
@@ -37,6 +38,7 @@ impl Default for Options {
             allow_plaintext_auth: false,
             format: MailboxFormat::Maildir,
             idle_timeout: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(600),
             max_line_length: 1024,
             max_errors: 10,
         }
@@ -77,6 +79,7 @@ impl TestServer {
         let shutdown = Shutdown::new();
         let limits = ConnectionLimits {
             idle_timeout: options.idle_timeout,
+            write_timeout: options.write_timeout,
             max_line_length: options.max_line_length,
         };
         let task = tokio::spawn(hermod_pop3d::serve_with(
