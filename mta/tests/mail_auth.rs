@@ -622,3 +622,44 @@ async fn port_25_refuses_spf_fail_at_mail_from_and_dmarc_reject_at_end_of_data()
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_big_enough_to_be_spooled_is_verified_too() {
+    let w = outbound_support::World::new(|c, _, _| {
+        c.listen = vec![(Service::Smtp, vec!["127.0.0.1:0".parse().unwrap()])];
+        c.mynetworks = Vec::new();
+    })
+    .await;
+    w.dns.txt("reject.test", "v=spf1 ip4:198.51.100.1 ~all");
+    w.dns.txt("_dmarc.reject.test", "v=DMARC1; p=reject");
+    w.ctx.bind(&[Service::Smtp]).unwrap();
+    let smtp = w.ctx.bound_addrs()[0].1;
+    let shutdown = Shutdown::new();
+    let daemon = tokio::spawn(hermod_mta::serve_with(
+        w.ctx.clone(),
+        shutdown.clone(),
+        Arc::new(outbound_support::Mailbox::default()),
+    ));
+    // Past the spool threshold (256 KiB): the session writes it to disk as it arrives.
+    let line = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n";
+    let body = line.repeat(600 * 1024 / line.len());
+    let replies = smtp_dialogue(
+        smtp,
+        &[
+            "EHLO client.outside.test".into(),
+            "MAIL FROM:<x@reject.test>".into(),
+            "RCPT TO:<alice@hermod.test>".into(),
+            "DATA".into(),
+            format!("From: x@reject.test\r\nSubject: big\r\n\r\n{body}."),
+            "QUIT".into(),
+        ],
+    )
+    .await;
+    assert!(replies[5].starts_with("550 5.7.1"), "{:?}", &replies[5]);
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(20), daemon)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
