@@ -12,7 +12,7 @@ use hermod_common::store::{MailboxInfo, SpecialUse, Store, StoreError, Uid, User
 use hermod_common::{Context, Destination, Directory, User};
 
 use crate::content::{Content, FileContent};
-use crate::message::{already_delivered_to, trace_headers, with_trace_headers};
+use crate::message::{already_delivered_to, is_quarantined, trace_headers, with_trace_headers};
 use crate::reply::Reply;
 
 /// The envelope of a message to deliver.
@@ -116,6 +116,7 @@ const DUPLICATE_WINDOW: u32 = 64;
 
 /// The mailbox every user has and deliveries default to.
 const INBOX: &str = "INBOX";
+const JUNK: &str = "Junk";
 
 fn temporary_directory_failure(recipient: &str, e: &dyn std::fmt::Display) -> Reply {
     tracing::error!(to = %recipient, error = %e, "directory lookup failed");
@@ -371,8 +372,16 @@ impl Delivery {
                 body: f,
             },
         };
+        // Quarantined by the MTA (DMARC): the Junk folder, found like a `+detail` folder that
+        // may always take it.
+        let junk_only = [JUNK.to_string()];
+        let (detail, plus_folders) = if is_quarantined(message.head()) {
+            (Some(JUNK), &junk_only[..])
+        } else {
+            (detail, &self.plus_folders[..])
+        };
         if self.duplicate_check
-            && let Some((mailbox, uid)) = find_copy(&store, detail, &copy, &self.plus_folders).await
+            && let Some((mailbox, uid)) = find_copy(&store, detail, &copy, plus_folders).await
         {
             tracing::info!(
                 "delivered to=<{to}> mailbox={mailbox} uid={uid} size={}: already filed before a restart",
@@ -391,7 +400,7 @@ impl Delivery {
             return fail(store_failure(recipient, &e));
         }
         let mut mailbox = match detail {
-            Some(d) if !d.is_empty() => detail_folder(&store, d, &self.plus_folders).await,
+            Some(d) if !d.is_empty() => detail_folder(&store, d, plus_folders).await,
             _ => INBOX.to_string(),
         };
         let mut result = copy.file_into(&store, &mailbox).await;

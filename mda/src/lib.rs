@@ -21,7 +21,7 @@ pub use content::{Content, FileContent};
 pub use delivery::{Delivery, Envelope, RecipientResult, TargetOutcome, TargetResult, deliver};
 pub use lda::deliver_stdin;
 pub use lmtp::serve;
-pub use message::strip_mbox_from_line;
+pub use message::{QUARANTINE_FIELD, strip_mbox_from_line};
 pub use reply::Reply;
 
 /// Errors that stop the LMTP server.

@@ -71,6 +71,20 @@ pub(crate) fn already_delivered_to(message: &[u8], recipient: &str) -> bool {
         })
 }
 
+/// Header field with which the MTA asks for a message to be filed into Junk (a DMARC
+/// `p=quarantine` failure). The MTA removes any copy that arrives from outside.
+pub const QUARANTINE_FIELD: &str = "X-Hermod-Quarantine";
+
+/// True when the header section carries [`QUARANTINE_FIELD`].
+pub(crate) fn is_quarantined(message: &[u8]) -> bool {
+    let name = QUARANTINE_FIELD.as_bytes();
+    header_section(message).split(|b| *b == b'\n').any(|line| {
+        line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name)
+            && line[name.len()] == b':'
+    })
+}
+
 /// Drops a leading mbox `From sender date` separator line (Postfix's `mailbox_command`
 /// may pass one). A `From:` header has a colon and is kept.
 pub fn strip_mbox_from_line(message: &[u8]) -> &[u8] {
@@ -86,6 +100,17 @@ pub fn strip_mbox_from_line(message: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quarantine_mark_is_seen_in_the_header_only() {
+        assert!(is_quarantined(
+            b"A: b\r\nX-Hermod-Quarantine: dmarc\r\n\r\nbody\r\n"
+        ));
+        assert!(!is_quarantined(
+            b"A: b\r\n\r\nX-Hermod-Quarantine: dmarc\r\n"
+        ));
+        assert!(!is_quarantined(b"X-Hermod-Quarantined: no\r\n\r\n"));
+    }
 
     #[test]
     fn trace_headers_follow_the_line_ends_of_the_message() {
