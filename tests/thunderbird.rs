@@ -79,7 +79,11 @@ impl Trace {
     fn tags(&self) -> HashMap<&str, HashSet<&str>> {
         let mut tags: HashMap<&str, HashSet<&str>> = HashMap::new();
         for (conn, c) in &self.commands {
-            if let Some(tag) = c.split(' ').next().filter(|t| !t.is_empty() && c.contains(' ')) {
+            if let Some(tag) = c
+                .split(' ')
+                .next()
+                .filter(|t| !t.is_empty() && c.contains(' '))
+            {
                 tags.entry(conn.as_str()).or_default().insert(tag);
             }
         }
@@ -236,9 +240,11 @@ fn thunderbird_account_from_autoconfig_reads_deletes_sends() {
         out.status.success() && stdout.contains("thunderbird ok"),
         "Thunderbird flow failed\n{context}"
     );
-    assert!(
-        failures.is_empty(),
-        "hermod answered BAD or NO:\n{context}"
+    assert!(failures.is_empty(), "hermod answered BAD or NO:\n{context}");
+    eprintln!(
+        "{stdout}IMAP trace: {} commands, {} response lines",
+        trace.commands.len(),
+        trace.responses.len()
     );
 
     // What Thunderbird negotiated, as hermod saw it.
@@ -262,6 +268,16 @@ fn thunderbird_account_from_autoconfig_reads_deletes_sends() {
     assert!(
         trace.ok(|c| c.starts_with("APPEND") && c.contains("SENT")),
         "no APPEND to Sent\n{context}"
+    );
+
+    // Submission: hermod takes AUTH only after STARTTLS, so a login on the submission port
+    // means Thunderbird used STARTTLS there, as the autoconfig said.
+    let log = server.log();
+    assert!(
+        log.lines().any(|l| l.contains("service=\"submission\"")
+            && l.contains("smtp auth succeeded")
+            && l.contains(USER)),
+        "no login on submission\n{context}\nhermod log:\n{log}"
     );
 
     // The store, as any other client would see it.
@@ -314,4 +330,33 @@ fn json_object(fields: &[(&str, String)]) -> String {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[test]
+fn trace_failures_name_bad_and_tagged_no_with_their_command() {
+    let trace = Trace::parse(
+        "1 S: * OK [CAPABILITY IMAP4rev1] ready\n\
+         1 C: 5 append \"Sent\" (\\Seen) UTF8 (~{375+}\n\
+         1 C: <literal>\n\
+         1 C: )\n\
+         1 S: 5 BAD Unknown command\n\
+         2 C: a1 select \"Nope\"\n\
+         2 S: * NO [ALERT] not a tagged answer\n\
+         2 S: a1 NO [NONEXISTENT] no such mailbox\n\
+         2 C: a2 noop\n\
+         2 S: a2 OK NOOP completed\n\
+         3 S: * BAD [PARSE] garbage\n\
+         3 S: 5 NO from a tag this connection never sent\n",
+    );
+    let failures = trace.failures();
+    assert_eq!(failures.len(), 3, "{failures:#?}");
+    assert!(
+        failures[0].contains("C: 5 append \"Sent\""),
+        "{failures:#?}"
+    );
+    assert!(failures[0].contains("S: 5 BAD"), "{failures:#?}");
+    assert!(failures[1].contains("C: a1 select") && failures[1].contains("S: a1 NO"));
+    assert!(failures[2].contains("S: * BAD"), "{failures:#?}");
+    assert!(trace.ok(|c| c == "NOOP"));
+    assert!(!trace.ok(|c| c.starts_with("SELECT")));
 }

@@ -89,14 +89,33 @@ class Connection:
         self.number = number
         client.settimeout(300)
         self.client = Leg(client)
-        self.server = Leg(socket.create_connection(tap.target, timeout=120))
+        self.server = Leg(socket.create_connection(tap.target, timeout=300))
         # A STARTTLS or COMPRESS command sent and not yet answered: (tag, kind).
         self.pending = None
         self.switched = threading.Event()
+        # The next client line answers an AUTHENTICATE challenge.
+        self.in_authenticate = False
 
     def log(self, side, line):
         text = line.decode("utf-8", "replace").rstrip("\r\n")
+        if side == "C":
+            text = self.mask_credentials(text)
         self.tap.record(f"{self.number} {side}: {text}")
+
+    def mask_credentials(self, text):
+        """The trace keeps the commands, not the password: LOGIN's arguments, SASL-IR and
+        the client's answer to an AUTHENTICATE challenge are replaced."""
+        if self.in_authenticate:
+            self.in_authenticate = False
+            return "<credentials>"
+        words = text.split(" ")
+        if len(words) >= 3 and words[1].upper() == "LOGIN":
+            return " ".join(words[:2]) + " <credentials>"
+        if len(words) >= 3 and words[1].upper() == "AUTHENTICATE":
+            if len(words) >= 4:
+                return " ".join(words[:3]) + " <credentials>"
+            self.in_authenticate = True
+        return text
 
     def client_to_server(self):
         lines = LineSplitter()
