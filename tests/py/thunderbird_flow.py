@@ -144,10 +144,16 @@ PRELUDE = """
 const { MailServices } = ChromeUtils.importESModule("resource:///modules/MailServices.sys.mjs");
 // The text of an open alert/prompt window (Thunderbird reports errors such as a failed copy
 // to Sent that way), or "".
-const openDialog = () => {
+const openDialog = async () => {
   for (const w of Services.wm.getEnumerator(null)) {
     if (w.document?.documentURI == "chrome://global/content/commonDialog.xhtml") {
-      return w.document.getElementById("infoBody")?.textContent || "(a dialog)";
+      // The text is filled in just after the window opens.
+      for (let i = 0; i < 20; i++) {
+        const text = w.document.getElementById("infoBody")?.textContent;
+        if (text) return text;
+        await new Promise(r => setTimeout(r, 100));
+      }
+      return "(a dialog without text)";
     }
   }
   return "";
@@ -157,7 +163,7 @@ const until = async (what, check, ms) => {
   for (;;) {
     const value = await check();
     if (value) return value;
-    const dialog = openDialog();
+    const dialog = await openDialog();
     if (dialog) throw new Error("Thunderbird shows a dialog while waiting for " + what + ": " + dialog);
     if (Date.now() > deadline) throw new Error("timed out waiting for " + what);
     await new Promise(r => setTimeout(r, 250));
