@@ -31,9 +31,10 @@ use crate::wire;
 /// Other tools' changes on disk are not in the store's change token: look anyway this often.
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// The longest command line before login (Dovecot allows a few KiB too): enough for any
-/// LOGIN or AUTHENTICATE, and little memory for a client nobody knows yet.
-pub const PRE_LOGIN_MAX_LINE: usize = 8 * 1024;
+/// The longest command line before login: enough for any LOGIN or AUTHENTICATE and for an ID
+/// at RFC 2971's limits (30 pairs, 1,024-octet values: about 32 KiB, which clients may send
+/// before login), and still little memory for a client nobody knows yet.
+pub const PRE_LOGIN_MAX_LINE: usize = 36 * 1024;
 /// The largest literal before login.
 pub const PRE_LOGIN_MAX_LITERAL: u64 = 8 * 1024;
 
@@ -1184,9 +1185,22 @@ mod tests {
         let mut s = h.session(true);
         let out = h.run(&mut s, "a LOGIN {52428800}\r\n").await;
         assert_eq!(out, "a BAD Literal too large before login\r\n");
-        let long = format!("b LOGIN {} x\r\n", "u".repeat(9000));
+        let long = format!(
+            "b LOGIN {} x\r\n",
+            "u".repeat(super::PRE_LOGIN_MAX_LINE + 1000)
+        );
         let out = h.run(&mut s, &long).await;
         assert_eq!(out, "b BAD Command line too long\r\n");
+        // An ID at RFC 2971's limits (30 pairs, 1,024-octet values) fits before login.
+        let pairs: Vec<String> = (0..30)
+            .map(|i| format!("\"field{i:02}\" \"{}\"", "v".repeat(1024)))
+            .collect();
+        let id = format!("i ID ({})\r\n", pairs.join(" "));
+        let out = h.run(&mut s, &id).await;
+        assert!(
+            out.starts_with("* ID ") && out.contains("\r\ni OK "),
+            "{out}"
+        );
         let out = h.run(&mut s, "c LOGIN {5}\r\n").await;
         assert_eq!(out, "+ Ready for literal data\r\n");
         let out = h.run(&mut s, "d LOGIN {52428800+}\r\nxxxx").await;
