@@ -156,7 +156,7 @@ pub async fn domain(opts: &LoadOptions, action: DomainAction) -> Result<ExitCode
     let config = load_config(opts)?;
     let dir = open_directory(&config).await?;
     match action {
-        DomainAction::Add { domain } => {
+        DomainAction::Add { domain, no_dkim } => {
             let known = dir.list_domains().await?;
             let new = !known
                 .iter()
@@ -166,6 +166,9 @@ pub async fn domain(opts: &LoadOptions, action: DomainAction) -> Result<ExitCode
             }
             let d = dir.add_domain(&domain).await?;
             println!("added domain {d}");
+            if !no_dkim {
+                crate::dkim::keys_for_new_domain(&config, &d)?;
+            }
         }
         DomainAction::Del { domain } => {
             if config
@@ -275,7 +278,8 @@ pub async fn dns(opts: &LoadOptions, domain: &str, check: bool) -> Result<ExitCo
     let config = load_config(opts)?;
     let domain = hermod_common::config::check_domain(domain).map_err(anyhow::Error::msg)?;
     if check {
-        let results = dns_records::check(&config, &domain, None).await?;
+        let keys = crate::dkim::published(&config, &domain)?;
+        let results = dns_records::check(&config, &domain, &keys).await?;
         print!("{}", dns_records::render_check(&results));
         return Ok(if dns_records::all_ok(&results) {
             ExitCode::SUCCESS
@@ -285,7 +289,11 @@ pub async fn dns(opts: &LoadOptions, domain: &str, check: bool) -> Result<ExitCo
     }
     print!(
         "{}",
-        dns_records::render_zone(&dns_records::records(&config, &domain, None))
+        dns_records::render_zone(&dns_records::records(
+            &config,
+            &domain,
+            &crate::dkim::published(&config, &domain)?
+        ))
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! The `hermod` binary: argument parsing only; the work is in the library crates.
 
 mod admin;
+mod dkim;
 mod privileges;
 mod run;
 
@@ -76,6 +77,11 @@ enum Command {
     },
     /// Check the configuration and print the effective values.
     CheckConfig,
+    /// DKIM signing keys (under the data dir's dkim/).
+    Dkim {
+        #[command(subcommand)]
+        action: DkimAction,
+    },
     /// Print the DNS records to publish for a domain.
     Dns {
         domain: String,
@@ -129,9 +135,34 @@ enum AliasAction {
 
 #[derive(Subcommand, Debug)]
 enum DomainAction {
-    Add { domain: String },
-    Del { domain: String },
+    /// Add a domain; also makes its DKIM keys (RSA and Ed25519) unless --no-dkim.
+    Add {
+        domain: String,
+        #[arg(long)]
+        no_dkim: bool,
+    },
+    Del {
+        domain: String,
+    },
     List,
+}
+
+#[derive(Subcommand, Debug)]
+enum DkimAction {
+    /// Make a key; without --algorithm, an RSA-2048 and an Ed25519 key (dual signatures).
+    Generate {
+        domain: String,
+        /// Selector (default: rsaYYYYMMDD / edYYYYMMDD); needs --algorithm.
+        #[arg(long)]
+        selector: Option<String>,
+        /// rsa or ed25519.
+        #[arg(long)]
+        algorithm: Option<String>,
+    },
+    /// List the keys (of one domain, or all).
+    List { domain: Option<String> },
+    /// Stop signing with a key (it stays on disk as <selector>.retired).
+    Retire { domain: String, selector: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -180,6 +211,7 @@ fn main() -> ExitCode {
             }
             Command::Queue { action } => admin::queue(&opts, action).await,
             Command::CheckConfig => admin::check_config(&opts),
+            Command::Dkim { action } => dkim::dkim(&opts, action),
             Command::Dns { domain, check } => admin::dns(&opts, &domain, check).await,
         }
     });

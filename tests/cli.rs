@@ -476,3 +476,72 @@ fn dns_check_reports_each_record() {
         "{report}"
     );
 }
+
+#[test]
+fn dkim_keys_are_made_listed_published_and_retired() {
+    let s = Setup::new("myhostname = \"mail.example.org\"", "");
+    let out = s.cli(&["domain", "add", "example.org"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = s.cli(&["dkim", "list"], None);
+    let list = text(&out.stdout);
+    let selectors: Vec<(&str, &str)> = list
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(f[0], "example.org", "{l}");
+            assert_eq!(f[3], "active", "{l}");
+            (f[1], f[2])
+        })
+        .collect();
+    assert_eq!(selectors.len(), 2, "an RSA and an Ed25519 key: {list}");
+    assert!(selectors.iter().any(|(_, k)| *k == "rsa"), "{list}");
+    assert!(selectors.iter().any(|(_, k)| *k == "ed25519"), "{list}");
+    for (selector, _) in &selectors {
+        let path = s
+            .data_dir()
+            .join(format!("dkim/example.org/{selector}.key"));
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+    }
+    let zone = text(&s.cli(&["dns", "example.org"], None).stdout);
+    for (selector, kind) in &selectors {
+        let line = zone
+            .lines()
+            .find(|l| l.starts_with(&format!("{selector}._domainkey.example.org.")))
+            .unwrap_or_else(|| panic!("no record for {selector}: {zone}"));
+        assert!(line.contains(&format!("v=DKIM1; k={kind}; p=")), "{line}");
+    }
+
+    // Another key by hand; then retiring one takes it out of the zone.
+    let out = s.cli(
+        &[
+            "dkim",
+            "generate",
+            "example.org",
+            "--selector",
+            "extra",
+            "--algorithm",
+            "ed25519",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = s.cli(&["dkim", "retire", "example.org", "extra"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = text(&s.cli(&["dkim", "list", "example.org"], None).stdout);
+    assert!(
+        list.contains("example.org\textra\ted25519\tretired"),
+        "{list}"
+    );
+    let zone = text(&s.cli(&["dns", "example.org"], None).stdout);
+    assert!(!zone.contains("extra._domainkey"), "{zone}");
+    let out = s.cli(&["dkim", "retire", "example.org", "extra"], None);
+    assert!(!out.status.success());
+
+    // --no-dkim makes none.
+    let out = s.cli(&["domain", "add", "quiet.example", "--no-dkim"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&s.cli(&["dkim", "list", "quiet.example"], None).stdout).is_empty());
+}

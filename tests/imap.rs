@@ -70,3 +70,21 @@ fn mbsync_both_ways() {
     );
     assert!(out.starts_with("mbsync ok"), "{out}");
 }
+
+/// Thunderbird saves sent mail with `APPEND "Sent" (\Seen) UTF8 (~{n+}...)` once
+/// UTF8=ACCEPT is on; the copy must land in Sent byte for byte.
+#[test]
+fn thunderbird_utf8_append_saves_sent_mail() {
+    let s = Setup::new("", "");
+    s.add_user("alice@localhost", "wonderland");
+    let _server = s.start("serve", s.ports.imaps);
+    let out = python(
+        "imap_utf8_append.py",
+        &[
+            s.ports.imaps.to_string(),
+            "alice@localhost".into(),
+            "wonderland".into(),
+        ],
+    );
+    assert!(out.starts_with("utf8 append ok"), "{out}");
+}

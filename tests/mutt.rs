@@ -123,7 +123,7 @@ fn neomutt_reads_maildir_and_mbox() {
 
     let mbox = Setup::new("mailbox_format = \"mbox\"", "");
     deliver_all(&mbox);
-    let spool = mbox.data_dir().join("spool/alice");
+    let spool = mbox.data_dir().join("spool/localhost/alice");
     let raw = std::fs::read_to_string(&spool).expect("mbox spool file");
     assert_eq!(
         raw.matches("\nFrom ").count() + usize::from(raw.starts_with("From ")),

@@ -13,6 +13,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+mod mail_auth;
+pub use mail_auth::MailAuthConfig;
+
 /// Default location of the config file outside `--dev`.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hermod/hermod.toml";
 
@@ -435,6 +438,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub limits: Limits,
     pub acme: AcmeConfig,
+    /// `[auth]`: mail authentication (DKIM, SPF, DMARC, ARC).
+    pub mail_auth: MailAuthConfig,
     /// True in the zero-config `--dev` mode.
     pub dev: bool,
 }
@@ -478,6 +483,7 @@ struct FileConfig {
     delivery: Option<DeliveryConfig>,
     limits: Option<Limits>,
     acme: Option<AcmeSection>,
+    auth: Option<MailAuthConfig>,
     smtp: Option<ServiceSection>,
     submission: Option<ServiceSection>,
     submissions: Option<ServiceSection>,
@@ -575,6 +581,7 @@ impl Config {
                 listen: Vec::new(),
                 ca_file: None,
             },
+            mail_auth: MailAuthConfig::default(),
             dev,
         };
         config.listen = Service::ALL
@@ -751,6 +758,9 @@ impl Config {
         }
         if let Some(v) = file.limits {
             self.limits = v;
+        }
+        if let Some(v) = file.auth {
+            self.mail_auth = v;
         }
         let sections = [
             (Service::Smtp, file.smtp.and_then(|s| s.listen)),
@@ -1012,6 +1022,7 @@ impl Config {
             l.max_connections, l.max_connections_per_ip, l.idle_timeout, l.max_line_length, l.max_recipients, l.max_errors, l.auth_failures_before_delay
         ));
         out.push_str(&format!("write_timeout = {}\n", l.write_timeout));
+        out.push_str(&self.mail_auth.render());
         out
     }
 }

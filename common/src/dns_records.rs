@@ -25,7 +25,7 @@ pub const TTL: u32 = 3600;
 /// MX preference of this host (lower is preferred; a backup MX would get 20).
 pub const MX_PREFERENCE: u16 = 10;
 
-/// A DKIM public key to publish (hermod does not sign yet: this is the hook for when it does).
+/// A DKIM public key to publish (the signing keys live under `<data_dir>/dkim/`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DkimKey {
     /// The selector: the record goes to `<selector>._domainkey.<domain>`.
@@ -228,7 +228,7 @@ fn port_of(config: &Config, service: Service) -> Option<u16> {
 }
 
 /// The records `domain` needs for mail through this host (`config.myhostname`).
-pub fn records(config: &Config, domain: &str, dkim: Option<&DkimKey>) -> Vec<Record> {
+pub fn records(config: &Config, domain: &str, dkim: &[DkimKey]) -> Vec<Record> {
     let domain = fqdn(domain);
     let bare = domain.trim_end_matches('.');
     let host = fqdn(&config.myhostname);
@@ -279,7 +279,7 @@ pub fn records(config: &Config, domain: &str, dkim: Option<&DkimKey>) -> Vec<Rec
         "DMARC: start with p=none and read the reports sent to postmaster; move to \
          p=quarantine once they show only your own mail passing.",
     ));
-    if let Some(key) = dkim {
+    for key in dkim {
         out.push(Record::new(
             &format!("{}._domainkey.{domain}", key.selector),
             RecordData::Txt(format!(
@@ -798,7 +798,7 @@ fn rdata_ip(d: &RData) -> Option<IpAddr> {
 pub async fn check(
     config: &Config,
     domain: &str,
-    dkim: Option<&DkimKey>,
+    dkim: &[DkimKey],
 ) -> Result<Vec<CheckResult>, DnsCheckError> {
     let resolver = Arc::new(resolver(config)?);
     let wanted = records(config, domain, dkim);
@@ -967,7 +967,7 @@ mod tests {
     #[test]
     fn zone_for_public_host() {
         let c = config("198.51.100.7:25");
-        let zone = render_zone(&records(&c, "Example.org.", None));
+        let zone = render_zone(&records(&c, "Example.org.", &[]));
         assert_valid_zone(&zone);
         let has = |s: &str| {
             assert!(
@@ -1003,7 +1003,7 @@ mod tests {
     #[test]
     fn unknown_address_is_a_placeholder_comment() {
         let c = config("0.0.0.0:25");
-        let zone = render_zone(&records(&c, "example.org", None));
+        let zone = render_zone(&records(&c, "example.org", &[]));
         assert_valid_zone(&zone);
         assert!(
             zone.lines()
@@ -1025,7 +1025,7 @@ mod tests {
             key_type: "rsa".into(),
             public_key_base64: "A".repeat(400),
         };
-        let recs = records(&c, "example.org", Some(&key));
+        let recs = records(&c, "example.org", std::slice::from_ref(&key));
         let zone = render_zone(&recs);
         assert_valid_zone(&zone);
         let line = zone
@@ -1039,6 +1039,26 @@ mod tests {
             strings.concat(),
             format!("v=DKIM1; k=rsa; p={}", "A".repeat(400))
         );
+    }
+
+    #[test]
+    fn a_published_dkim_key_that_differs_is_wrong() {
+        let c = config("198.51.100.7:25");
+        let key = DkimKey {
+            selector: "ed1".into(),
+            key_type: "ed25519".into(),
+            public_key_base64: "NEWKEY".into(),
+        };
+        let record = records(&c, "example.org", std::slice::from_ref(&key))
+            .into_iter()
+            .find(|r| r.name.starts_with("ed1._domainkey."))
+            .unwrap();
+        let want = "v=DKIM1; k=ed25519; p=NEWKEY";
+        let (status, fix) = txt_verdict(&record, want, &["v=DKIM1; k=ed25519; p=OLDKEY".into()]);
+        assert!(matches!(status, CheckStatus::Wrong(_)), "{status:?}");
+        assert!(fix.contains("p=NEWKEY"), "{fix}");
+        let (status, _) = txt_verdict(&record, want, &["v=DKIM1; k=ed25519; p=NEWKEY".into()]);
+        assert_eq!(status, CheckStatus::Ok);
     }
 
     #[test]
@@ -1075,7 +1095,7 @@ mod tests {
     #[test]
     fn spf_with_extra_mechanisms_is_fine() {
         let c = config("198.51.100.7:25");
-        let spf = records(&c, "example.org", None)
+        let spf = records(&c, "example.org", &[])
             .into_iter()
             .find(|r| r.data == RecordData::Txt("v=spf1 mx -all".into()))
             .unwrap();

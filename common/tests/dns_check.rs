@@ -121,7 +121,7 @@ async fn check_reports_ok_missing_and_wrong() {
 
     let results = tokio::time::timeout(
         Duration::from_secs(60),
-        dns_records::check(&config, "example.org", None),
+        dns_records::check(&config, "example.org", &[]),
     )
     .await
     .expect("check took too long")
@@ -206,7 +206,7 @@ async fn check_reports_ok_missing_and_wrong() {
     );
     assert!(report.contains("fix: add: _dmarc.example.org."), "{report}");
     // Every record of `hermod dns` was checked.
-    let expected = dns_records::records(&config, "example.org", None);
+    let expected = dns_records::records(&config, "example.org", &[]);
     assert_eq!(results.len(), expected.len());
 }
 
@@ -215,7 +215,7 @@ async fn everything_published_is_all_ok() {
     let config = config("127.0.0.1:1".parse().unwrap());
     let mut zone = Zone::new();
     // Publish exactly what `hermod dns` prints.
-    for r in dns_records::records(&config, "example.org", None) {
+    for r in dns_records::records(&config, "example.org", &[]) {
         let (t, d) = match &r.data {
             RecordData::A(ip) => (RecordType::A, RData::A(A(*ip))),
             RecordData::Mx {
@@ -248,7 +248,7 @@ async fn everything_published_is_all_ok() {
         },
         ..config
     };
-    let results = dns_records::check(&config, "example.org", None)
+    let results = dns_records::check(&config, "example.org", &[])
         .await
         .unwrap();
     let report = dns_records::render_check(&results);
@@ -268,7 +268,7 @@ async fn unreachable_dns_is_reported_not_called_missing() {
     let config = config(dead);
     let results = tokio::time::timeout(
         Duration::from_secs(60),
-        dns_records::check(&config, "example.org", None),
+        dns_records::check(&config, "example.org", &[]),
     )
     .await
     .expect("a dead resolver must not stall the check")
@@ -279,4 +279,59 @@ async fn unreachable_dns_is_reported_not_called_missing() {
         "{:?}",
         mx.status
     );
+}
+
+#[tokio::test]
+async fn a_published_dkim_key_that_does_not_match_is_reported() {
+    let mut zone = Zone::new();
+    zone.insert(
+        ("rsa1._domainkey.example.org.".into(), RecordType::TXT),
+        vec![RData::TXT(TXT::new(vec![
+            "v=DKIM1; k=rsa; p=OLDKEYAAAA".into(),
+        ]))],
+    );
+    zone.insert(
+        ("ed1._domainkey.example.org.".into(), RecordType::TXT),
+        vec![RData::TXT(TXT::new(vec![
+            "v=DKIM1; k=ed25519; p=EDKEY".into(),
+        ]))],
+    );
+    let dns = fake_dns(zone).await;
+    let config = config(dns);
+    let keys = [
+        dns_records::DkimKey {
+            selector: "rsa1".into(),
+            key_type: "rsa".into(),
+            public_key_base64: "NEWKEYBBBB".into(),
+        },
+        dns_records::DkimKey {
+            selector: "ed1".into(),
+            key_type: "ed25519".into(),
+            public_key_base64: "EDKEY".into(),
+        },
+        dns_records::DkimKey {
+            selector: "new1".into(),
+            key_type: "ed25519".into(),
+            public_key_base64: "UNPUBLISHED".into(),
+        },
+    ];
+    let results = tokio::time::timeout(
+        Duration::from_secs(60),
+        dns_records::check(&config, "example.org", &keys),
+    )
+    .await
+    .expect("check took too long")
+    .unwrap();
+    let rsa = find(&results, "TXT", "rsa1._domainkey.example.org.");
+    assert!(
+        matches!(&rsa.status, CheckStatus::Wrong(found) if found.contains("OLDKEYAAAA")),
+        "{:?}",
+        rsa.status
+    );
+    assert!(rsa.fix.contains("p=NEWKEYBBBB"), "{}", rsa.fix);
+    let ed = find(&results, "TXT", "ed1._domainkey.example.org.");
+    assert_eq!(ed.status, CheckStatus::Ok);
+    let new = find(&results, "TXT", "new1._domainkey.example.org.");
+    assert_eq!(new.status, CheckStatus::Missing);
+    assert!(!dns_records::all_ok(&results));
 }

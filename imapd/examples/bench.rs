@@ -1,7 +1,7 @@
 //! IMAP benchmark: prints figures, asserts nothing.
 //!
-//! `cargo run --release -p hermod-imapd --example bench -- [MESSAGES] [IDLE_CONNS] [MIXED_SECS]`
-//! (defaults 100000, 10000, 30). The server runs in a child process (this program with
+//! `cargo run --release -p hermod-imapd --example bench -- [MESSAGES] [IDLE_CONNS]`
+//! (defaults 100000, 10000). The server runs in a child process (this program with
 //! `server DIR PORT`), so its resident memory can be read from /proc.
 //!
 //! 1. A mailbox of MESSAGES messages (files put into Maildir/new, indexed on first SELECT):
@@ -9,17 +9,10 @@
 //!    SEARCH TEXT, SORT and THREAD, which read every message.
 //! 2. IDLE_CONNS logged-in connections idling on a small folder: server memory per connection
 //!    (on a freshly started server).
-//! 3. 50 clients (50 users) doing FETCH, STORE, SEARCH, APPEND, EXPUNGE for MIXED_SECS:
-//!    commands/s and the average time of each command. The clock starts once all clients
-//!    are logged in and have selected their folder.
 //!
-//! The mixed load alone:
-//! `bench hermod-mixed SECS` against a fresh hermod (child process, as above), and
-//! `bench mixed PORT SECS [SERVER_PID]` against any IMAP server on 127.0.0.1:PORT that has the users
-//! `load0@localhost` .. `load49@localhost` with password `secret` and allows plaintext
-//! LOGIN (used to compare with Dovecot); with SERVER_PID the CPU time of that process and
-//! its descendants is reported too (less disturbed by other load on the machine than
-//! commands/s).
+//! Both run the imapd library in a child process over plain TCP: they measure the store and
+//! the IMAP code alone. The mixed load against a real `hermod serve` over TLS, side by side
+//! with Dovecot, is `imap_load` (run by `imapd/examples/compare_dovecot.sh`).
 
 use std::time::{Duration, Instant};
 
@@ -28,9 +21,6 @@ use hermod_common::context::Context;
 use hermod_common::net::Shutdown;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-
-/// Clients of the mixed load, each its own user.
-const MIXED_CLIENTS: usize = 50;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -110,55 +100,11 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time (user + system, in clock ticks of 10 ms) used so far by `pid` and all its
-/// descendants (Dovecot runs one process per connection).
-fn tree_cpu_ticks(pid: u32) -> u64 {
-    let mut procs: Vec<(u32, u32, u64)> = Vec::new(); // (pid, ppid, ticks)
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-                continue;
-            };
-            // Fields after the command name, which may hold spaces: state, ppid, ...
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                continue;
-            };
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            // utime + stime, and cutime + cstime: children that ended and were reaped
-            // (Dovecot's per-connection processes) count with their parent.
-            procs.push((p, num(1) as u32, num(11) + num(12) + num(13) + num(14)));
-        }
-    }
-    let mut total = 0;
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        for &(child, parent, ticks) in &procs {
-            if child == p {
-                total += ticks;
-            }
-            if parent == p {
-                todo.push(child);
-            }
-        }
-    }
-    total
-}
-
 #[tokio::main]
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("server") => return server(&args[1], args[2].parse()?).await,
-        Some("mixed") => {
-            let server = args.get(3).map(|p| p.parse()).transpose()?;
-            return mixed(args[1].parse()?, args[2].parse()?, server).await;
-        }
-        Some("hermod-mixed") => return hermod_mixed(args[1].parse()?).await,
-        _ => {}
+    if args.first().map(String::as_str) == Some("server") {
+        return server(&args[1], args[2].parse()?).await;
     }
     let messages: usize = args
         .first()
@@ -170,7 +116,6 @@ async fn main() -> Res<()> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(10_000);
-    let mixed_secs: u64 = args.get(2).map(|a| a.parse()).transpose()?.unwrap_or(30);
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().to_str().ok_or("path")?.to_string();
     let port = 20_000 + (std::process::id() % 20_000) as u16;
@@ -181,11 +126,6 @@ async fn main() -> Res<()> {
         ctx.directory
             .add_user("alice@localhost", "secret", 0)
             .await?;
-        for k in 0..MIXED_CLIENTS {
-            ctx.directory
-                .add_user(&format!("load{k}@localhost"), "secret", 0)
-                .await?;
-        }
         let user = ctx.store.user("alice", "localhost").await?;
         let new = user.dir().join("Maildir").join("new");
         let t = Instant::now();
@@ -296,122 +236,9 @@ async fn main() -> Res<()> {
         after.saturating_sub(before) / n
     );
     drop(idlers);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
-    mixed(port, mixed_secs, Some(pid)).await?;
     let _ = child.kill();
     let _ = child.wait();
     Ok(())
-}
-
-/// The mixed load: MIXED_CLIENTS clients, each its own user and folder, for `secs` seconds.
-/// With `server` (a process id), also the server's CPU time per command.
-async fn mixed(port: u16, mixed_secs: u64, server: Option<u32>) -> Res<()> {
-    let clients = MIXED_CLIENTS;
-    // Logins (argon2 on hermod) are not part of the measured time.
-    let ready = std::sync::Arc::new(tokio::sync::Barrier::new(clients + 1));
-    let mut tasks = Vec::new();
-    for k in 0..clients {
-        let ready = ready.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut c = Client::connect(port).await?;
-            // One user per client, as on a real server.
-            c.cmd(&format!("LOGIN load{k}@localhost secret")).await?;
-            let folder = format!("Load{k}");
-            // Left from an earlier run on a server that keeps its data: fine.
-            c.cmd(&format!("CREATE {folder}")).await.ok();
-            c.cmd(&format!("SELECT {folder}")).await?;
-            ready.wait().await;
-            let deadline = Instant::now() + Duration::from_secs(mixed_secs);
-            let mut done = 0u64;
-            let mut i = 0u64;
-            let mut spent = [Duration::ZERO; 7];
-            while Instant::now() < deadline {
-                let m = format!("Subject: load {i}\r\nFrom: x@y\r\n\r\nbody {i} of client {k}\r\n");
-                let cmds = [
-                    format!("APPEND {folder} {{{}+}}\r\n{m}", m.len()),
-                    "FETCH 1:* (FLAGS UID)".to_string(),
-                    "UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (Subject From)])".to_string(),
-                    "STORE 1 +FLAGS (\\Seen)".to_string(),
-                    "SEARCH UNSEEN".to_string(),
-                    "STORE 1 +FLAGS.SILENT (\\Deleted)".to_string(),
-                    "EXPUNGE".to_string(),
-                ];
-                for (n, cmd) in cmds.iter().enumerate() {
-                    let t = Instant::now();
-                    c.cmd(cmd).await?;
-                    spent[n] += t.elapsed();
-                }
-                done += 7;
-                i += 1;
-            }
-            // The connection stays open until the server's CPU time has been read.
-            Res::Ok((done, spent, c))
-        }));
-    }
-    ready.wait().await;
-    let cpu_before = server.map(tree_cpu_ticks);
-    let mut total = 0;
-    let mut spent = [Duration::ZERO; 7];
-    let mut open = Vec::new();
-    for t in tasks {
-        let (n, s, c) = t.await??;
-        open.push(c);
-        total += n;
-        for (a, b) in spent.iter_mut().zip(s) {
-            *a += b;
-        }
-    }
-    let rounds = (total / 7).max(1) as u32;
-    for (name, s) in [
-        "APPEND",
-        "FETCH FLAGS",
-        "UID FETCH headers",
-        "STORE",
-        "SEARCH",
-        "STORE.SILENT",
-        "EXPUNGE",
-    ]
-    .iter()
-    .zip(spent)
-    {
-        println!("  {name}: {:.2?} average", s / rounds);
-    }
-    println!(
-        "mixed load, {clients} clients, {mixed_secs} s: {total} commands, {:.0} commands/s",
-        total as f64 / mixed_secs as f64
-    );
-    let cpu_after = server.map(tree_cpu_ticks);
-    drop(open);
-    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
-        let ticks = after.saturating_sub(before);
-        println!(
-            "server CPU: {:.1} s, {:.0} µs per command",
-            ticks as f64 / 100.0,
-            ticks as f64 * 10_000.0 / total.max(1) as f64
-        );
-    }
-    Ok(())
-}
-
-/// The mixed load against a fresh hermod in a child process.
-async fn hermod_mixed(secs: u64) -> Res<()> {
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path().to_str().ok_or("path")?.to_string();
-    let port = 20_000 + (std::process::id() % 20_000) as u16;
-    {
-        let ctx = Context::open(config(&dir, port)?).await?;
-        for k in 0..MIXED_CLIENTS {
-            ctx.directory
-                .add_user(&format!("load{k}@localhost"), "secret", 0)
-                .await?;
-        }
-    }
-    let mut child = spawn_server(&dir, port).await?;
-    let result = mixed(port, secs, Some(child.id())).await;
-    let _ = child.kill();
-    let _ = child.wait();
-    result
 }
 
 /// Starts the server (this program with `server DIR PORT`) and waits until it accepts.

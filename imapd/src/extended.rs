@@ -373,6 +373,7 @@ pub fn status_items(items: &[Token]) -> Result<Vec<StatusDataItemName>, Malforme
                 b"UNSEEN" => StatusDataItemName::Unseen,
                 b"DELETED" => StatusDataItemName::Deleted,
                 b"HIGHESTMODSEQ" => StatusDataItemName::HighestModSeq,
+                b"SIZE" => StatusDataItemName::Size,
                 _ => return Err(Malformed("unknown status item")),
             })
         })

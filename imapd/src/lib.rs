@@ -5,6 +5,7 @@
 //! [`session`] is the state machine, with one file per command under `cmd/`; [`mime`]
 //! builds ENVELOPE, BODYSTRUCTURE and BODY[section] from message bytes.
 
+pub mod append_utf8;
 pub mod cmd;
 pub mod compress;
 pub mod date;
@@ -19,6 +20,8 @@ pub mod server;
 pub mod session;
 pub mod wire;
 
+#[cfg(test)]
+mod model_tests;
 #[cfg(test)]
 pub(crate) mod testing;
 pub use server::{ServeError, serve};

@@ -31,9 +31,10 @@ use crate::wire;
 /// Other tools' changes on disk are not in the store's change token: look anyway this often.
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// The longest command line before login (Dovecot allows a few KiB too): enough for any
-/// LOGIN or AUTHENTICATE, and little memory for a client nobody knows yet.
-pub const PRE_LOGIN_MAX_LINE: usize = 8 * 1024;
+/// The longest command line before login: enough for any LOGIN or AUTHENTICATE and for an ID
+/// at RFC 2971's limits (30 pairs, 1,024-octet values: about 32 KiB, which clients may send
+/// before login), and still little memory for a client nobody knows yet.
+pub const PRE_LOGIN_MAX_LINE: usize = 36 * 1024;
 /// The largest literal before login.
 pub const PRE_LOGIN_MAX_LITERAL: u64 = 8 * 1024;
 
@@ -192,10 +193,13 @@ pub(crate) struct Reply {
 
 impl Reply {
     /// The end of a command over a message set (FETCH, SEARCH, SORT, THREAD and their UID
-    /// forms): NO [EXPUNGEISSUED] if some messages were gone, else OK.
+    /// forms). Messages another session expunged, not yet reported to this one, are left
+    /// out and the command still succeeds with what it could return, flagged
+    /// OK [EXPUNGEISSUED] (RFC 2180 section 4.1, RFC 5530): a NO would make clients drop
+    /// the data of every other message, and they retry such a NO in a loop.
     pub fn completed(command: &str, uid: bool, expunged: bool, sync: Sync) -> Reply {
         let reply = if expunged {
-            Reply::no("Some messages were expunged").code("EXPUNGEISSUED")
+            Reply::ok("Some messages were expunged").code("EXPUNGEISSUED")
         } else if uid {
             Reply::ok(format!("UID {command} completed"))
         } else {
@@ -445,6 +449,8 @@ impl Session {
     }
 
     async fn command(&mut self, bytes: &[u8], out: &mut Out<'_>) -> io::Result<()> {
+        let unwrapped = crate::append_utf8::unwrap(bytes);
+        let bytes = unwrapped.as_deref().unwrap_or(bytes);
         let tag = tag_of(bytes);
         if let Some(parsed) = extended::parse(bytes) {
             let Some(tag) = tag else {
@@ -772,6 +778,22 @@ impl Session {
         wire::astring_utf8(buf, &self.encode_name(name), self.enabled.utf8);
     }
 
+    /// A CONDSTORE-enabling command (FETCH MODSEQ, SEARCH MODSEQ, STORE UNCHANGEDSINCE)
+    /// used first in a selected mailbox: the client learns HIGHESTMODSEQ now (RFC 7162
+    /// section 3.1).
+    pub(crate) fn condstore_enabled_by_command(&mut self, out: &mut Out<'_>) {
+        if self.enabled.condstore {
+            return;
+        }
+        self.enabled.condstore = true;
+        if let Some(sel) = &self.selected {
+            out.untagged(&format!(
+                "OK [HIGHESTMODSEQ {}] Highest",
+                sel.highest_modseq
+            ));
+        }
+    }
+
     /// Applies other sessions' changes to the selected mailbox and reports them.
     pub(crate) async fn sync(&mut self, out: &mut Out<'_>, expunge: bool) -> io::Result<()> {
         let (Some(user), Some(sel)) = (self.user(), self.selected.as_mut()) else {
@@ -825,7 +847,14 @@ impl Session {
             }
         }
         let mut added = false;
-        let mut new_keywords = false;
+        // Keywords first, so `* FLAGS` can precede the FETCH lines that use them (RFC 3501
+        // section 7.2.6).
+        let gone = sel.vanished.clone();
+        announce_keywords(
+            sel,
+            changes.changed.iter().filter(|m| !gone.contains(&m.uid)),
+            out,
+        );
         for m in changes.changed {
             match sel.index_of(m.uid) {
                 Some(i) => {
@@ -840,9 +869,6 @@ impl Session {
                     let recent = old.recent;
                     *old = MessageMeta { recent, ..m };
                     if differs {
-                        for k in &old.keywords {
-                            new_keywords |= sel.keywords.insert(k.clone());
-                        }
                         let b = out.buf();
                         b.extend_from_slice(b"* ");
                         wire::number(b, (i + 1) as u64);
@@ -859,9 +885,6 @@ impl Session {
                     }
                 }
                 None if m.uid > sel.max_uid() => {
-                    for k in &m.keywords {
-                        new_keywords |= sel.keywords.insert(k.clone());
-                    }
                     sel.msgs.push(m);
                     added = true;
                 }
@@ -875,11 +898,23 @@ impl Session {
             gone.sort_unstable();
             report_expunged(sel, &gone, self.enabled.qresync, out);
         }
-        if new_keywords {
-            out.untagged(&format!("FLAGS ({})", flag_list(&sel.keywords)));
-        }
         if added {
+            // New messages are \Recent in the first session that hears of them.
+            if !sel.read_only {
+                match user.claim_recent(&sel.name, sel.max_uid() + 1).await {
+                    Ok(claimed) if !claimed.is_empty() => {
+                        let start = sel.msgs.partition_point(|m| m.uid < claimed.start);
+                        for m in sel.msgs[start..].iter_mut() {
+                            m.recent |= claimed.contains(&m.uid);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot claim \\Recent"),
+                }
+            }
             out.untagged(&format!("{} EXISTS", sel.msgs.len()));
+            let recent = sel.msgs.iter().filter(|m| m.recent).count();
+            out.untagged(&format!("{recent} RECENT"));
         }
         Ok(())
     }
@@ -905,6 +940,32 @@ impl Session {
             self.sync(out, true).await?;
         }
         Ok(())
+    }
+}
+
+/// Adds the keywords of `msgs` to those the client knows; if some are new, sends `* FLAGS`
+/// and PERMANENTFLAGS now, before any FETCH that shows them (RFC 3501 section 7.2.6).
+pub(crate) fn announce_keywords<'a>(
+    sel: &mut Selected,
+    msgs: impl IntoIterator<Item = &'a MessageMeta>,
+    out: &mut Out<'_>,
+) {
+    let mut new_keywords = false;
+    for m in msgs {
+        for k in &m.keywords {
+            if !sel.keywords.contains(k) {
+                new_keywords |= sel.keywords.insert(k.clone());
+            }
+        }
+    }
+    if new_keywords {
+        let flags = flag_list(&sel.keywords);
+        out.untagged(&format!("FLAGS ({flags})"));
+        if !sel.read_only {
+            out.untagged(&format!(
+                "OK [PERMANENTFLAGS ({flags} \\*)] Flags permitted"
+            ));
+        }
     }
 }
 
@@ -1053,6 +1114,47 @@ mod tests {
         assert!(out.ends_with("z OK NOOP completed\r\n"), "{out}");
     }
 
+    /// \Recent belongs to one session: the first that hears of a new message (RFC 3501
+    /// section 2.3.2); STATUS of the others counts it no more.
+    #[tokio::test]
+    async fn new_messages_are_recent_in_one_session() {
+        let h = Harness::new().await;
+        let mut a = h.selected("INBOX").await;
+        let mut b = h.selected("INBOX").await;
+        let msg = message("new", "body");
+        let out = h
+            .run(
+                &mut a,
+                &format!("x APPEND INBOX {{{}+}}\r\n{msg}\r\n", msg.len()),
+            )
+            .await;
+        assert!(out.contains("* 1 EXISTS\r\n* 1 RECENT\r\n"), "{out}");
+        let out = h.run(&mut a, "f FETCH 1 FLAGS\r\n").await;
+        assert!(out.contains("FLAGS (\\Recent)"), "{out}");
+        let out = h.run(&mut b, "n NOOP\r\nf FETCH 1 FLAGS\r\n").await;
+        assert!(out.contains("* 1 EXISTS\r\n* 0 RECENT\r\n"), "{out}");
+        assert!(out.contains("* 1 FETCH (FLAGS ())"), "{out}");
+        let mut c = h.session(true);
+        h.login(&mut c).await;
+        let out = h.run(&mut c, "s STATUS INBOX (MESSAGES RECENT)\r\n").await;
+        assert!(out.contains("(MESSAGES 1 RECENT 0)"), "{out}");
+    }
+
+    /// Another session's new keyword: `* FLAGS` comes before the FETCH that uses it.
+    #[tokio::test]
+    async fn keyword_of_another_session_is_announced_before_its_fetch() {
+        let h = Harness::new().await;
+        h.deliver("INBOX", &message("one", "body")).await;
+        let mut a = h.selected("INBOX").await;
+        let mut b = h.selected("INBOX").await;
+        h.run(&mut b, "x STORE 1 +FLAGS ($Label2)\r\n").await;
+        let out = h.run(&mut a, "n NOOP\r\n").await;
+        let flags = out.find("* FLAGS (").expect(&out);
+        let fetch = out.find("* 1 FETCH").expect(&out);
+        assert!(flags < fetch, "{out}");
+        assert!(out.contains("$Label2"), "{out}");
+    }
+
     /// A name whose 6th byte is inside a character (`INBOXé`) is an ordinary name, not a
     /// panic; INBOX's children still take INBOX in any case.
     #[tokio::test]
@@ -1083,9 +1185,22 @@ mod tests {
         let mut s = h.session(true);
         let out = h.run(&mut s, "a LOGIN {52428800}\r\n").await;
         assert_eq!(out, "a BAD Literal too large before login\r\n");
-        let long = format!("b LOGIN {} x\r\n", "u".repeat(9000));
+        let long = format!(
+            "b LOGIN {} x\r\n",
+            "u".repeat(super::PRE_LOGIN_MAX_LINE + 1000)
+        );
         let out = h.run(&mut s, &long).await;
         assert_eq!(out, "b BAD Command line too long\r\n");
+        // An ID at RFC 2971's limits (30 pairs, 1,024-octet values) fits before login.
+        let pairs: Vec<String> = (0..30)
+            .map(|i| format!("\"field{i:02}\" \"{}\"", "v".repeat(1024)))
+            .collect();
+        let id = format!("i ID ({})\r\n", pairs.join(" "));
+        let out = h.run(&mut s, &id).await;
+        assert!(
+            out.starts_with("* ID ") && out.contains("\r\ni OK "),
+            "{out}"
+        );
         let out = h.run(&mut s, "c LOGIN {5}\r\n").await;
         assert_eq!(out, "+ Ready for literal data\r\n");
         let out = h.run(&mut s, "d LOGIN {52428800+}\r\nxxxx").await;
@@ -1136,7 +1251,10 @@ mod tests {
         assert!(out.contains("* 2 EXISTS\r\n"), "{out}");
         add_flags(&u, &[uid], &[Flag::Flagged]).await;
         let out = h.run(&mut s, "d NOOP\r\n").await;
-        assert!(out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged))"), "{out}");
+        assert!(
+            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent))"),
+            "{out}"
+        );
         u.expunge("INBOX", Some(&[uid])).await.unwrap();
         let out = h.run(&mut s, "e NOOP\r\n").await;
         assert!(!out.contains("EXPUNGE"), "not \\Deleted, so kept: {out}");

@@ -48,6 +48,16 @@ impl Harness {
         }
     }
 
+    /// What another hermod process shares: its own `Store` over the same data.
+    pub fn other_process(&self) -> Arc<Shared> {
+        Arc::new(Shared {
+            store: Store::new(self.store.config().clone()),
+            auth: self.shared.auth.clone(),
+            tls: None,
+            settings: self.shared.settings.clone(),
+        })
+    }
+
     pub fn session(&self, tls: bool) -> Session {
         Session::new(self.shared.clone(), "127.0.0.1".parse().unwrap(), tls)
     }

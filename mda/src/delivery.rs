@@ -11,7 +11,8 @@
 use hermod_common::store::{MailboxInfo, SpecialUse, Store, StoreError, Uid, UserStore};
 use hermod_common::{Context, Destination, Directory, User};
 
-use crate::message::{already_delivered_to, with_trace_headers};
+use crate::content::{Content, FileContent};
+use crate::message::{already_delivered_to, is_quarantined, trace_headers, with_trace_headers};
 use crate::reply::Reply;
 
 /// The envelope of a message to deliver.
@@ -115,6 +116,7 @@ const DUPLICATE_WINDOW: u32 = 64;
 
 /// The mailbox every user has and deliveries default to.
 const INBOX: &str = "INBOX";
+const JUNK: &str = "Junk";
 
 fn temporary_directory_failure(recipient: &str, e: &dyn std::fmt::Display) -> Reply {
     tracing::error!(to = %recipient, error = %e, "directory lookup failed");
@@ -250,7 +252,19 @@ impl Delivery {
         recipient: &str,
         message: &[u8],
     ) -> RecipientResult {
-        if self.size_limit > 0 && message.len() as u64 > self.size_limit {
+        self.deliver_content(sender, recipient, Content::Memory(message))
+            .await
+    }
+
+    /// [`Delivery::deliver_one`] for a message in memory or in a file; a file is copied into
+    /// the mailbox without being read whole.
+    pub async fn deliver_content(
+        &self,
+        sender: &str,
+        recipient: &str,
+        message: Content<'_>,
+    ) -> RecipientResult {
+        if self.size_limit > 0 && message.len() > self.size_limit {
             let reply = Reply::new(
                 552,
                 [5, 3, 4],
@@ -329,7 +343,7 @@ impl Delivery {
         recipient: &str,
         user: &User,
         detail: Option<&str>,
-        message: &[u8],
+        message: Content<'_>,
     ) -> TargetOutcome {
         let to = &user.address;
         let orig = (!recipient.eq_ignore_ascii_case(to)).then_some(recipient);
@@ -337,7 +351,7 @@ impl Delivery {
             log_refusal(to, orig, &reply);
             TargetOutcome::Failed(reply)
         };
-        if self.loop_check && already_delivered_to(message, recipient) {
+        if self.loop_check && already_delivered_to(message.head(), recipient) {
             return fail(Reply::new(
                 554,
                 [5, 4, 6],
@@ -351,9 +365,23 @@ impl Delivery {
                 return fail(store_failure(recipient, &e));
             }
         };
-        let copy = with_trace_headers(sender, recipient, message);
+        let copy = match message {
+            Content::Memory(m) => Copy::Memory(with_trace_headers(sender, recipient, m)),
+            Content::File(f) => Copy::File {
+                prefix: trace_headers(sender, recipient, f.head(), 0),
+                body: f,
+            },
+        };
+        // Quarantined by the MTA (DMARC): the Junk folder, found like a `+detail` folder that
+        // may always take it.
+        let junk_only = [JUNK.to_string()];
+        let (detail, plus_folders) = if is_quarantined(message.head()) {
+            (Some(JUNK), &junk_only[..])
+        } else {
+            (detail, &self.plus_folders[..])
+        };
         if self.duplicate_check
-            && let Some((mailbox, uid)) = find_copy(&store, detail, &copy, &self.plus_folders).await
+            && let Some((mailbox, uid)) = find_copy(&store, detail, &copy, plus_folders).await
         {
             tracing::info!(
                 "delivered to=<{to}> mailbox={mailbox} uid={uid} size={}: already filed before a restart",
@@ -363,7 +391,7 @@ impl Delivery {
         }
         if user.quota_bytes > 0
             && let Err(e) = store
-                .check_quota(Some(user.quota_bytes), None, copy.len() as u64)
+                .check_quota(Some(user.quota_bytes), None, copy.len())
                 .await
         {
             if !matches!(e, StoreError::OverQuota(_)) {
@@ -372,14 +400,14 @@ impl Delivery {
             return fail(store_failure(recipient, &e));
         }
         let mut mailbox = match detail {
-            Some(d) if !d.is_empty() => detail_folder(&store, d, &self.plus_folders).await,
+            Some(d) if !d.is_empty() => detail_folder(&store, d, plus_folders).await,
             _ => INBOX.to_string(),
         };
-        let mut result = store.deliver(&mailbox, &copy).await;
+        let mut result = copy.file_into(&store, &mailbox).await;
         if matches!(result, Err(StoreError::NoSuchMailbox(_))) && mailbox != INBOX {
             // The folder went away between the lookup and the write.
             mailbox = INBOX.to_string();
-            result = store.deliver(&mailbox, &copy).await;
+            result = copy.file_into(&store, &mailbox).await;
         }
         match result {
             Ok(uid) => {
@@ -404,12 +432,85 @@ impl Delivery {
     }
 }
 
+/// The message as it goes into the mailbox: the trace headers and the message.
+enum Copy<'a> {
+    Memory(Vec<u8>),
+    /// `prefix` then the file: the store copies the file, never holding it whole.
+    File {
+        prefix: Vec<u8>,
+        body: &'a FileContent,
+    },
+}
+
+/// How much of a stored message and a file message is compared at a time when looking for
+/// a copy filed before a restart.
+const COMPARE_CHUNK: u64 = 1024 * 1024;
+
+impl Copy<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Copy::Memory(m) => m.len() as u64,
+            Copy::File { prefix, body } => prefix.len() as u64 + body.len(),
+        }
+    }
+
+    async fn file_into(&self, store: &UserStore, mailbox: &str) -> Result<Uid, StoreError> {
+        match self {
+            Copy::Memory(m) => store.deliver(mailbox, m).await,
+            Copy::File { prefix, body } => store.deliver_file(mailbox, prefix, body.path()).await,
+        }
+    }
+
+    /// Whether message `uid` of `mailbox` has exactly these bytes; a file is compared a
+    /// chunk at a time, so memory stays bounded and a different message is told at once.
+    async fn is_stored_as(&self, store: &UserStore, mailbox: &str, uid: Uid) -> bool {
+        let (prefix, body) = match self {
+            Copy::Memory(m) => {
+                return matches!(store.read(mailbox, uid).await, Ok(stored) if stored == *m);
+            }
+            Copy::File { prefix, body } => (prefix, body),
+        };
+        let p = prefix.len() as u64;
+        let total = self.len();
+        // One byte past the end must be missing: the stored message is not longer.
+        match store.read_range(mailbox, uid, total..total + 1).await {
+            Ok(rest) if rest.is_empty() => {}
+            _ => return false,
+        }
+        match store.read_range(mailbox, uid, 0..p).await {
+            Ok(stored) if stored == *prefix => {}
+            _ => return false,
+        }
+        let Ok(file) = std::fs::File::open(body.path()) else {
+            return false;
+        };
+        let mut offset = 0;
+        while offset < body.len() {
+            let n = COMPARE_CHUNK.min(body.len() - offset);
+            let Ok(stored) = store
+                .read_range(mailbox, uid, p + offset..p + offset + n)
+                .await
+            else {
+                return false;
+            };
+            let mut here = vec![0u8; n as usize];
+            if std::os::unix::fs::FileExt::read_exact_at(&file, &mut here, offset).is_err()
+                || stored != here
+            {
+                return false;
+            }
+            offset += n;
+        }
+        true
+    }
+}
+
 /// A message with exactly the bytes of `copy` among the newest ones of the mailbox a delivery
 /// goes to (the `detail` folder or INBOX).
 async fn find_copy(
     store: &UserStore,
     detail: Option<&str>,
-    copy: &[u8],
+    copy: &Copy<'_>,
     plus_folders: &[String],
 ) -> Option<(String, Uid)> {
     let mailbox = match detail {
@@ -420,9 +521,7 @@ async fn find_copy(
     let newest = status.uidnext.saturating_sub(1);
     let oldest = status.uidnext.saturating_sub(DUPLICATE_WINDOW).max(1);
     for uid in (oldest..=newest).rev() {
-        if let Ok(stored) = store.read(&mailbox, uid).await
-            && stored == copy
-        {
+        if copy.is_stored_as(store, &mailbox, uid).await {
             return Some((mailbox, uid));
         }
     }

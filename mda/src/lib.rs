@@ -7,6 +7,7 @@
 //! - [`lmtp`]: the LMTP server (TCP and unix socket) for Postfix and for `hermod mta`
 //!   running apart.
 
+pub mod content;
 pub mod delivery;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -14,13 +15,15 @@ pub mod lda;
 pub mod lmtp;
 mod message;
 mod reply;
+pub mod spool;
 
 use std::path::PathBuf;
 
+pub use content::{Content, FileContent};
 pub use delivery::{Delivery, Envelope, RecipientResult, TargetOutcome, TargetResult, deliver};
 pub use lda::deliver_stdin;
 pub use lmtp::serve;
-pub use message::strip_mbox_from_line;
+pub use message::{QUARANTINE_FIELD, strip_mbox_from_line};
 pub use reply::Reply;
 
 /// Errors that stop the LMTP server.

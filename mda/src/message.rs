@@ -23,10 +23,18 @@ fn header_safe(address: &str) -> String {
 /// The message with `Return-Path: <sender>` and `Delivered-To: recipient` on top, as
 /// Postfix's local(8) and Dovecot's LDA write them. An empty sender is the null sender `<>`.
 pub(crate) fn with_trace_headers(sender: &str, recipient: &str, message: &[u8]) -> Vec<u8> {
-    let eol = line_end(message);
+    let mut out = trace_headers(sender, recipient, message, message.len());
+    out.extend_from_slice(message);
+    out
+}
+
+/// Just the lines [`with_trace_headers`] puts on top of a message starting with `head`
+/// (`reserve`: extra capacity for the caller to append the message).
+pub(crate) fn trace_headers(sender: &str, recipient: &str, head: &[u8], reserve: usize) -> Vec<u8> {
+    let eol = line_end(head);
     let sender = header_safe(sender);
     let recipient = header_safe(recipient);
-    let mut out = Vec::with_capacity(message.len() + sender.len() + recipient.len() + 40);
+    let mut out = Vec::with_capacity(reserve + sender.len() + recipient.len() + 40);
     out.extend_from_slice(b"Return-Path: <");
     out.extend_from_slice(sender.as_bytes());
     out.extend_from_slice(b">");
@@ -34,7 +42,6 @@ pub(crate) fn with_trace_headers(sender: &str, recipient: &str, message: &[u8]) 
     out.extend_from_slice(b"Delivered-To: ");
     out.extend_from_slice(recipient.as_bytes());
     out.extend_from_slice(eol);
-    out.extend_from_slice(message);
     out
 }
 
@@ -64,6 +71,20 @@ pub(crate) fn already_delivered_to(message: &[u8], recipient: &str) -> bool {
         })
 }
 
+/// Header field with which the MTA asks for a message to be filed into Junk (a DMARC
+/// `p=quarantine` failure). The MTA removes any copy that arrives from outside.
+pub const QUARANTINE_FIELD: &str = "X-Hermod-Quarantine";
+
+/// True when the header section carries [`QUARANTINE_FIELD`].
+pub(crate) fn is_quarantined(message: &[u8]) -> bool {
+    let name = QUARANTINE_FIELD.as_bytes();
+    header_section(message).split(|b| *b == b'\n').any(|line| {
+        line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name)
+            && line[name.len()] == b':'
+    })
+}
+
 /// Drops a leading mbox `From sender date` separator line (Postfix's `mailbox_command`
 /// may pass one). A `From:` header has a colon and is kept.
 pub fn strip_mbox_from_line(message: &[u8]) -> &[u8] {
@@ -79,6 +100,17 @@ pub fn strip_mbox_from_line(message: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quarantine_mark_is_seen_in_the_header_only() {
+        assert!(is_quarantined(
+            b"A: b\r\nX-Hermod-Quarantine: dmarc\r\n\r\nbody\r\n"
+        ));
+        assert!(!is_quarantined(
+            b"A: b\r\n\r\nX-Hermod-Quarantine: dmarc\r\n"
+        ));
+        assert!(!is_quarantined(b"X-Hermod-Quarantined: no\r\n\r\n"));
+    }
 
     #[test]
     fn trace_headers_follow_the_line_ends_of_the_message() {

@@ -307,3 +307,72 @@ async fn shutdown_closes_idle_sessions_with_421() {
     task.await.unwrap();
     assert!(shutdown.wait(Duration::from_secs(5)).await);
 }
+
+/// A message far above the spool threshold goes to a file in `lmtp/spool` while it arrives
+/// (seen there half-way through), is filed byte for byte for each recipient from that file,
+/// and the file is gone afterwards.
+#[tokio::test]
+async fn big_message_is_spooled_then_delivered_byte_exact_to_each_recipient() {
+    let h = maildir().await;
+    h.add_user("alice", 0).await;
+    h.add_user("bob", 0).await;
+    let (addr, shutdown, task) = h.serve();
+    let mut c = Client::new(TcpStream::connect(addr).await.unwrap()).await;
+    lhlo(&mut c).await;
+    let mut msg = b"Subject: big\r\n\r\n".to_vec();
+    let mut n = 0;
+    while msg.len() < 4_000_000 {
+        msg.extend_from_slice(format!("line {n} .of the big message\r\n").as_bytes());
+        if n % 50 == 0 {
+            msg.extend_from_slice(b".a dot line\r\n");
+        }
+        n += 1;
+    }
+    assert!(
+        c.cmd("MAIL FROM:<s@remote.example>")
+            .await
+            .starts_with("250")
+    );
+    assert!(
+        c.cmd("RCPT TO:<alice@example.org>")
+            .await
+            .starts_with("250")
+    );
+    assert!(c.cmd("RCPT TO:<bob@example.org>").await.starts_with("250"));
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    let stuffed = String::from_utf8(dot_stuffed(&msg)).unwrap();
+    let (first, second) = stuffed.split_at(stuffed.len() / 2);
+    c.send(first).await;
+    let spool = h.path("lmtp/spool");
+    let mut spooled = false;
+    for _ in 0..200 {
+        if std::fs::read_dir(&spool).unwrap().count() == 1 {
+            spooled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(spooled, "no spool file while the message arrives");
+    c.send(second).await;
+    for _ in 0..2 {
+        let reply = c.reply().await;
+        assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    }
+    for user in ["alice", "bob"] {
+        let mut expected =
+            format!("Return-Path: <s@remote.example>\r\nDelivered-To: {user}@example.org\r\n")
+                .into_bytes();
+        expected.extend_from_slice(&msg);
+        let got = h.messages(user, "INBOX").await;
+        assert_eq!(got.len(), 1);
+        assert!(got[0] == expected, "{user}: content changed");
+    }
+    assert_eq!(
+        std::fs::read_dir(&spool).unwrap().count(),
+        0,
+        "spool file left"
+    );
+    assert!(c.cmd("QUIT").await.starts_with("221"));
+    shutdown.trigger();
+    task.await.unwrap();
+}

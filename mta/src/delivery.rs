@@ -5,6 +5,7 @@
 //! implements it by speaking LMTP to `hermod mda`.
 
 use std::future::Future;
+use std::path::Path;
 
 /// Whether a failed delivery may succeed later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,5 +86,34 @@ pub trait LocalDelivery: Send + Sync + 'static {
         message: &[u8],
     ) -> impl Future<Output = Vec<Result<(), DeliveryError>>> + Send {
         self.deliver_many(sender, recipients, message)
+    }
+
+    /// [`LocalDelivery::deliver_many`] (or `deliver_many_after_restart` with
+    /// `after_restart`) of a message whose content is the file at `path` (a big queued
+    /// message). The default reads the file whole; the in-process MDA overrides it to copy
+    /// the file into the mailbox without holding it in memory.
+    fn deliver_file_many(
+        &self,
+        sender: &str,
+        recipients: &[String],
+        path: &Path,
+        after_restart: bool,
+    ) -> impl Future<Output = Vec<Result<(), DeliveryError>>> + Send {
+        async move {
+            match tokio::fs::read(path).await {
+                Ok(content) if after_restart => {
+                    self.deliver_many_after_restart(sender, recipients, &content)
+                        .await
+                }
+                Ok(content) => self.deliver_many(sender, recipients, &content).await,
+                Err(e) => {
+                    let reply = format!("451 4.3.0 cannot read the queued message: {e}");
+                    recipients
+                        .iter()
+                        .map(|_| Err(DeliveryError::temporary(reply.clone())))
+                        .collect()
+                }
+            }
+        }
     }
 }

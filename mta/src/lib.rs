@@ -5,9 +5,11 @@
 //! - [`delivery`]: the [`LocalDelivery`] trait the queue runner calls: [`mda_delivery`]
 //!   implements it with the MDA in-process, [`lmtp_client`] over LMTP.
 //! - [`server`]: the daemon: listeners, the socket loop, [`serve`].
+//! - [`auth`]: mail authentication: DKIM signing, SPF/DKIM/DMARC/ARC verification.
 //! - [`bounce`]: delivery status notifications (RFC 3464).
 //! - [`envelope`]: the envelope of an accepted message and its queue id.
 
+pub mod auth;
 pub mod bounce;
 pub mod delivery;
 pub mod envelope;

@@ -5,9 +5,10 @@
 //! returns remote targets as forwards: they are queued here as a new message from the same
 //! sender, as Postfix's local(8) re-submits forwarded mail.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use hermod_mda::Delivery;
+use hermod_mda::{Content, Delivery, FileContent};
 
 use crate::delivery::{DeliveryError, LocalDelivery};
 use crate::envelope::{Envelope, EnvelopeRecipient, Notify, QueueId};
@@ -37,9 +38,9 @@ impl MdaDelivery {
         delivery: &Delivery,
         sender: &str,
         recipient: &str,
-        message: &[u8],
+        message: Content<'_>,
     ) -> Result<(), DeliveryError> {
-        let result = delivery.deliver_one(sender, recipient, message).await;
+        let result = delivery.deliver_content(sender, recipient, message).await;
 
         let reply = result.reply.to_string();
         if result.is_temporary() {
@@ -67,12 +68,17 @@ impl MdaDelivery {
             };
             // Failing here retries the recipient: its local targets may get the message
             // twice, which beats losing the forward.
-            self.queue
-                .enqueue(&id, &envelope, message)
-                .await
-                .map_err(|e| {
-                    DeliveryError::temporary(format!("451 4.3.0 cannot queue forward: {e}"))
-                })?;
+            let queued = match message {
+                Content::Memory(m) => self.queue.enqueue(&id, &envelope, m).await,
+                Content::File(f) => {
+                    self.queue
+                        .enqueue_spooled(&id, &envelope, b"", f.path())
+                        .await
+                }
+            };
+            queued.map_err(|e| {
+                DeliveryError::temporary(format!("451 4.3.0 cannot queue forward: {e}"))
+            })?;
             tracing::info!(queue_id = %id, to = %recipient, nrcpt = envelope.recipients.len(),
                 "forward to remote alias targets queued");
         }
@@ -87,8 +93,40 @@ impl LocalDelivery for MdaDelivery {
         recipient: &str,
         message: &[u8],
     ) -> Result<(), DeliveryError> {
-        self.deliver_with(&self.delivery, sender, recipient, message)
+        self.deliver_with(&self.delivery, sender, recipient, Content::Memory(message))
             .await
+    }
+
+    async fn deliver_file_many(
+        &self,
+        sender: &str,
+        recipients: &[String],
+        path: &Path,
+        after_restart: bool,
+    ) -> Vec<Result<(), DeliveryError>> {
+        let file = match FileContent::open_async(path).await {
+            Ok(f) => f,
+            Err(e) => {
+                let reply = format!("451 4.3.0 cannot read the queued message: {e}");
+                return recipients
+                    .iter()
+                    .map(|_| Err(DeliveryError::temporary(reply.clone())))
+                    .collect();
+            }
+        };
+        let delivery = if after_restart {
+            &self.after_restart
+        } else {
+            &self.delivery
+        };
+        let mut results = Vec::with_capacity(recipients.len());
+        for recipient in recipients {
+            results.push(
+                self.deliver_with(delivery, sender, recipient, Content::File(&file))
+                    .await,
+            );
+        }
+        results
     }
 
     async fn deliver_many_after_restart(
@@ -100,8 +138,13 @@ impl LocalDelivery for MdaDelivery {
         let mut results = Vec::with_capacity(recipients.len());
         for recipient in recipients {
             results.push(
-                self.deliver_with(&self.after_restart, sender, recipient, message)
-                    .await,
+                self.deliver_with(
+                    &self.after_restart,
+                    sender,
+                    recipient,
+                    Content::Memory(message),
+                )
+                .await,
             );
         }
         results
@@ -159,5 +202,59 @@ mod tests {
         assert_eq!(queued[0].sender, "s@example.net");
         assert_eq!(queued[0].recipients[0].address, "friend@remote.test");
         assert!(!queued[0].recipients[0].local);
+    }
+
+    /// A file-backed queued message is filed from its file byte for byte; after a restart
+    /// the copy already filed is recognised (compared a chunk at a time) instead of being
+    /// filed twice, and a different big message is not mistaken for it.
+    #[tokio::test]
+    async fn big_file_message_is_filed_once_and_found_after_a_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = Config::defaults(true);
+        config.data_dir = tmp.path().to_path_buf();
+        let ctx = Context::open(config).await.unwrap();
+        ctx.directory.add_domain("example.org").await.unwrap();
+        ctx.directory
+            .add_user("alice@example.org", "pw", 0)
+            .await
+            .unwrap();
+        let queue = Arc::new(Queue::open(tmp.path().join("queue")).await.unwrap());
+        let mda = MdaDelivery::new(Delivery::from_context(&ctx), queue);
+        let mut big = b"Subject: big\r\n\r\n".to_vec();
+        while big.len() < 3_000_000 {
+            big.extend_from_slice(b"0123456789 the body of a big message\r\n");
+        }
+        let path = tmp.path().join("big");
+        std::fs::write(&path, &big).unwrap();
+        let rcpt = ["alice@example.org".to_string()];
+        let results = mda
+            .deliver_file_many("s@example.net", &rcpt, &path, false)
+            .await;
+        assert_eq!(results, vec![Ok(())]);
+        let inbox = ctx.store.user("alice", "example.org").await.unwrap();
+        let mut expected =
+            b"Return-Path: <s@example.net>\r\nDelivered-To: alice@example.org\r\n".to_vec();
+        expected.extend_from_slice(&big);
+        assert!(inbox.read("INBOX", 1).await.unwrap() == expected);
+
+        let results = mda
+            .deliver_file_many("s@example.net", &rcpt, &path, true)
+            .await;
+        assert_eq!(results, vec![Ok(())]);
+        assert_eq!(
+            inbox.status("INBOX").await.unwrap().messages,
+            1,
+            "filed twice"
+        );
+
+        // Same length, one byte different near the end: a different message.
+        let last = big.len() - 3;
+        big[last] = b'X';
+        std::fs::write(&path, &big).unwrap();
+        let results = mda
+            .deliver_file_many("s@example.net", &rcpt, &path, true)
+            .await;
+        assert_eq!(results, vec![Ok(())]);
+        assert_eq!(inbox.status("INBOX").await.unwrap().messages, 2);
     }
 }

@@ -47,6 +47,8 @@ pub enum MtaError {
     Queue(#[from] QueueError),
     #[error("cannot look up local domains: {0}")]
     Directory(#[from] hermod_common::directory::DirectoryError),
+    #[error(transparent)]
+    MailAuth(#[from] crate::auth::AuthSetupError),
 }
 
 /// The queue directory of a config: `<data_dir>/queue`.
@@ -94,10 +96,7 @@ async fn run<D: LocalDelivery>(
     if recovery.partial_files + recovery.orphan_files > 0 || !recovery.missing_files.is_empty() {
         tracing::warn!(?recovery, "queue recovered after an unclean stop");
     }
-    let backend = Arc::new(ServerBackend {
-        ctx: ctx.clone(),
-        queue: queue.clone(),
-    });
+    let backend = Arc::new(ServerBackend::new(ctx.clone(), queue.clone())?);
 
     let runner = LocalRunner::new(
         queue.clone(),
@@ -311,11 +310,17 @@ async fn write_all(stream: &mut Stream, bytes: &[u8], limit: Duration) -> std::i
 pub struct ServerBackend {
     ctx: Arc<Context>,
     queue: Arc<Queue>,
+    mail_auth: crate::auth::MailAuth,
 }
 
 impl ServerBackend {
-    pub fn new(ctx: Arc<Context>, queue: Arc<Queue>) -> Self {
-        ServerBackend { ctx, queue }
+    pub fn new(ctx: Arc<Context>, queue: Arc<Queue>) -> Result<Self, MtaError> {
+        let mail_auth = crate::auth::MailAuth::new(&ctx.config)?;
+        Ok(ServerBackend {
+            ctx,
+            queue,
+            mail_auth,
+        })
     }
 
     /// Expands the local recipients through the directory (aliases, `+detail`, catch-all,
@@ -429,6 +434,31 @@ impl SessionBackend for ServerBackend {
         }
     }
 
+    async fn check_sender(
+        &self,
+        peer: std::net::IpAddr,
+        helo: &str,
+        sender: &str,
+        authenticated: bool,
+        relay_allowed: bool,
+    ) -> Result<crate::auth::SenderAuth, crate::session::Reply> {
+        self.mail_auth
+            .check_sender(peer, helo, sender, authenticated, relay_allowed)
+            .await
+    }
+
+    fn checks_content(&self, facts: &crate::auth::MessageFacts) -> bool {
+        self.mail_auth.checks(facts)
+    }
+
+    async fn check_message(
+        &self,
+        facts: crate::auth::MessageFacts,
+        message: Vec<u8>,
+    ) -> crate::auth::MessageOutcome {
+        self.mail_auth.check_message(facts, message, self).await
+    }
+
     async fn enqueue(
         &self,
         id: &QueueId,
@@ -511,6 +541,8 @@ mod tests {
         config.data_dir = tmp.path().to_path_buf();
         // Loopback would be in mynetworks: the tests play an outside client.
         config.mynetworks = Vec::new();
+        // No DNS here: mail authentication has its own tests (tests/mail_auth.rs).
+        config.mail_auth.verify = false;
         let local: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
         config.listen = vec![
             (Service::Smtp, vec![local]),

@@ -747,3 +747,58 @@ async fn no_delay_warning_for_the_null_sender_or_notify_never() {
     assert!(!w.queue.show(&never).await.unwrap().unwrap().delay_warned);
     w.stop().await;
 }
+
+/// A message too big for the queue database is sent from its queue file, a chunk at a time
+/// with the dot-stuffing done on the way: the sink gets it byte for byte (lines starting
+/// with `.` everywhere, including at the sender's chunk boundaries, and 8-bit content).
+#[tokio::test]
+async fn big_file_backed_message_is_streamed_byte_exact() {
+    let mut w = World::new(|_, _, _| {}).await;
+    w.dns.mx("remote.test", 10, "mx1.remote.test");
+    w.dns.address("mx1.remote.test", "127.0.0.12");
+    let sink = Sink::start(w.at("127.0.0.12"), SinkOptions::default()).await;
+    // A `.` line right where the sender cuts its 256 KiB pieces, then many more.
+    let cut = 256 * 1024;
+    let mut big = b"Subject: big\r\n\r\n".to_vec();
+    while big.len() + 104 < cut {
+        big.extend_from_slice(&[b'f'; 100]);
+        big.extend_from_slice(b"\r\n");
+    }
+    big.resize(cut - 2, b'g');
+    big.extend_from_slice(b"\r\n.\r\n");
+    let mut n = 0;
+    while big.len() < 3 * 1024 * 1024 {
+        let line = match n % 4 {
+            0 => b".a line starting with a dot\r\n".to_vec(),
+            1 => "..two dots, caf\u{e9}\r\n".as_bytes().to_vec(),
+            2 => format!("line {n}\r\n").into_bytes(),
+            _ => b".\r\n".to_vec(),
+        };
+        big.extend_from_slice(&line);
+        n += 1;
+    }
+    big.extend_from_slice(b"last line\r\n");
+    assert!(big.len() > hermod_mta::queue::INLINE_MAX);
+    let id = w
+        .send("alice@hermod.test", &["bob@remote.test"], &big)
+        .await;
+    assert!(
+        w.queue.message_path(&id).exists(),
+        "the message is stored in a file"
+    );
+    w.start(w.settings());
+    let got = wait_for("delivery", async || sink.messages().pop()).await;
+    assert!(
+        got.mail_from
+            .starts_with(&format!("MAIL FROM:<alice@hermod.test> SIZE={}", big.len())),
+        "{}",
+        got.mail_from
+    );
+    assert_eq!(got.content.len(), big.len());
+    assert!(got.content == big, "the body arrives byte for byte");
+    wait_for("the queue to empty", async || {
+        w.queue_is_empty().await.then_some(())
+    })
+    .await;
+    w.stop().await;
+}

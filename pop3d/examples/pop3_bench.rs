@@ -12,11 +12,13 @@
 //!
 //! Client and server apart, as when comparing with another server:
 //! - `--serve-only HOST:PORT` fills hermod's maildrop and serves it there until Ctrl-C;
-//! - `--server HOST:PORT --user U --password P` is the client alone (plain TCP, USER/PASS);
+//! - `--server HOST:PORT --user U --password P [--tls]` is the client alone (USER/PASS, in
+//!   plain TCP or, with `--tls`, implicit TLS), against a running `hermod serve` or another
+//!   server: it logs in twice and downloads everything each time;
 //! - `--write-maildir DIR` only writes the same messages into a Maildir for the other server.
 //!
-//! `pop3d/examples/compare_dovecot.sh [RUNS]` does all of it against Dovecot (Debian's
-//! dovecot-pop3d) on loopback, alternating runs, and prints the medians.
+//! `pop3d/examples/compare_dovecot.sh [RUNS]` compares `hermod serve` with Dovecot (Debian's
+//! dovecot-pop3d) on loopback, with this client, alternating runs, and prints the medians.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -133,7 +135,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for round in ["first login", "second login"] {
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
-            download(BufReader::with_capacity(64 * 1024, tcp), &args, round).await?;
+            if args.tls {
+                let tls = tls_connector()
+                    .connect(rustls::pki_types::ServerName::try_from("localhost")?, tcp)
+                    .await?;
+                download(BufReader::with_capacity(64 * 1024, tls), &args, round).await?;
+            } else {
+                download(BufReader::with_capacity(64 * 1024, tcp), &args, round).await?;
+            }
         }
         return Ok(());
     }
@@ -291,7 +300,9 @@ async fn download<S: AsyncRead + AsyncWrite + Unpin>(
         } else {
             String::new()
         },
-        cpu.map(|c| format!(" (CPU of this process: {c:.2} s)"))
+        // With --server this process is the client alone: its CPU says nothing of the server.
+        cpu.filter(|_| args.server.is_none())
+            .map(|c| format!(" (CPU of this process, server and client: {c:.2} s)"))
             .unwrap_or_default(),
     );
     Ok(())

@@ -397,7 +397,7 @@ async fn mbox_inbox_works_the_same() {
     let from_line: &[u8] =
         b"From: e@example.org\r\nSubject: mbox\r\n\r\nFrom the start\r\n>From quoted\r\n.dot\r\n";
     server.deliver(&[PLAIN, from_line, BARE_LF]).await;
-    let spool = std::fs::read(server.ctx.config.data_dir.join("spool/alice")).unwrap();
+    let spool = std::fs::read(server.ctx.config.data_dir.join("spool/localhost/alice")).unwrap();
     assert!(spool.starts_with(b"From "), "INBOX is an mbox file");
     let mut c = server.logged_in().await;
     let sizes = c.list_sizes().await;

@@ -83,8 +83,15 @@ impl Setup {
         } else {
             "[dns]\nnameservers = [\"127.0.0.1:9\"]\n".to_string()
         };
+        // Mail authentication would ask that dead DNS on every port 25 message: off unless the
+        // test configures it.
+        let auth = if extra_sections.contains("[auth]") {
+            ""
+        } else {
+            "[auth]\nverify = false\n"
+        };
         let text = format!(
-            "{extra_top}\n{dns}[smtp]\n{}\n[submission]\n{}\n[submissions]\n{}\n[imap]\n{}\n[imaps]\n{}\n[pop3]\n{}\n[pop3s]\n{}\n[lmtp]\n{}\n[http]\n{}\n{extra_sections}\n",
+            "{extra_top}\n{dns}{auth}[smtp]\n{}\n[submission]\n{}\n[submissions]\n{}\n[imap]\n{}\n[imaps]\n{}\n[pop3]\n{}\n[pop3s]\n{}\n[lmtp]\n{}\n[http]\n{}\n{extra_sections}\n",
             l(ports.smtp),
             l(ports.submission),
             l(ports.submissions),

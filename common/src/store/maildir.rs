@@ -124,6 +124,30 @@ pub(super) fn write_tmp(
     data: &[u8],
     internal_date: Option<i64>,
 ) -> io::Result<PathBuf> {
+    write_tmp_with(dir, base, internal_date, |f| f.write_all(data))
+}
+
+/// [`write_tmp`] for a message that is `prefix` then the content of the file `body`: the
+/// file is copied by the kernel (`copy_file_range`) or in bounded chunks, never read whole,
+/// so a big queued message costs no memory to deliver.
+pub(super) fn write_tmp_from_file(
+    dir: &Path,
+    base: &str,
+    prefix: &[u8],
+    body: &mut File,
+) -> io::Result<PathBuf> {
+    write_tmp_with(dir, base, None, |f| {
+        f.write_all(prefix)?;
+        io::copy(body, f).map(|_| ())
+    })
+}
+
+fn write_tmp_with(
+    dir: &Path,
+    base: &str,
+    internal_date: Option<i64>,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<PathBuf> {
     let path = dir.join("tmp").join(base);
     let mut f = OpenOptions::new()
         .write(true)
@@ -131,7 +155,7 @@ pub(super) fn write_tmp(
         .mode(0o600)
         .open(&path)?;
     let res = (|| {
-        f.write_all(data)?;
+        write(&mut f)?;
         if let Some(date) = internal_date.filter(|d| *d >= 0) {
             f.set_modified(UNIX_EPOCH + Duration::from_secs(date as u64))?;
         }
@@ -261,19 +285,29 @@ pub(super) fn locate(dir: &Path, base: &str) -> io::Result<Option<PathBuf>> {
     Ok(None)
 }
 
-/// Removes tmp/ files older than 36 hours (crash leftovers); errors are only logged.
+fn unix_secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Removes tmp/ files untouched for 36 hours (crash leftovers); errors are only logged.
 pub(super) fn clean_tmp(dir: &Path) {
+    clean_tmp_as_of(dir, SystemTime::now());
+}
+
+/// [`clean_tmp`] as if it were `now` (tests cannot age a file's ctime).
+fn clean_tmp_as_of(dir: &Path, now: SystemTime) {
     let Ok(rd) = fs::read_dir(dir.join("tmp")) else {
         return;
     };
-    let now = SystemTime::now();
+    let now = unix_secs(now);
     for de in rd.flatten() {
         let Ok(m) = de.metadata() else { continue };
-        let old = m
-            .modified()
-            .ok()
-            .and_then(|t| now.duration_since(t).ok())
-            .is_some_and(|age| age > TMP_MAX_AGE);
+        // The status-change time, not the mtime: `write_tmp` sets the mtime to the internal
+        // date (an APPEND of a 2007 message), which would make a file being written look
+        // stale to another session's cleanup and vanish before its rename.
+        let old = now.saturating_sub(m.ctime()) > TMP_MAX_AGE.as_secs() as i64;
         if old
             && m.is_file()
             && let Err(e) = fs::remove_file(de.path())
@@ -384,6 +418,34 @@ mod tests {
             "cur/b:2,S"
         );
         assert_eq!(rel_path("b", false, Flags::EMPTY, &[]), "new/b");
+    }
+
+    #[test]
+    fn cleanup_keeps_a_tmp_file_with_an_old_internal_date() {
+        let dir = std::env::temp_dir().join(format!("hermod-tmp-{:016x}", rand::random::<u64>()));
+        fs::create_dir_all(dir.join("tmp")).unwrap();
+        let old_date = 1_175_000_000; // March 2007, as imaptest's APPENDs carry
+        let tmp = write_tmp(&dir, &new_base(3), b"abc", Some(old_date)).unwrap();
+        clean_tmp(&dir);
+        let kept = tmp.exists();
+        let _ = fs::remove_dir_all(&dir);
+        assert!(
+            kept,
+            "an APPEND in progress lost its tmp file to another session's cleanup"
+        );
+    }
+
+    #[test]
+    fn cleanup_removes_crash_leftovers_after_36_hours() {
+        let dir = std::env::temp_dir().join(format!("hermod-tmp-{:016x}", rand::random::<u64>()));
+        fs::create_dir_all(dir.join("tmp")).unwrap();
+        let tmp = write_tmp(&dir, &new_base(3), b"abc", None).unwrap();
+        clean_tmp_as_of(&dir, SystemTime::now() + Duration::from_secs(35 * 3600));
+        let kept_young = tmp.exists();
+        clean_tmp_as_of(&dir, SystemTime::now() + Duration::from_secs(37 * 3600));
+        let kept_old = tmp.exists();
+        let _ = fs::remove_dir_all(&dir);
+        assert!(kept_young && !kept_old, "{kept_young} {kept_old}");
     }
 
     #[test]

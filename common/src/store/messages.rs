@@ -3,7 +3,7 @@
 
 use std::io;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sqlx::Connection;
@@ -39,6 +39,14 @@ enum PendingData {
     Maildir { tmp: PathBuf, base: String },
     /// The committer appends it under the mbox lock.
     Mbox(Vec<u8>),
+}
+
+/// The bytes of a new message: in memory, or a header `prefix` followed by a file's content
+/// (a big queued message, copied without reading it whole).
+#[derive(Clone, Copy)]
+pub(super) enum Source<'a> {
+    Bytes(&'a [u8]),
+    File { prefix: &'a [u8], body: &'a Path },
 }
 
 type Reply = (oneshot::Sender<Result<Appended>>, Result<Appended>);
@@ -264,7 +272,7 @@ impl Core {
     pub(super) async fn append(
         self: &Arc<Self>,
         mailbox: &str,
-        message: &[u8],
+        message: Source<'_>,
         flags: Flags,
         keywords: &[String],
         internal_date: Option<i64>,
@@ -290,16 +298,16 @@ impl Core {
     async fn append_once(
         &self,
         canonical: &str,
-        message: &[u8],
+        message: Source<'_>,
         flags: Flags,
         keywords: &[String],
         internal_date: Option<i64>,
         queue: &mpsc::UnboundedSender<PendingAppend>,
     ) -> Result<Appended> {
         let date = internal_date.unwrap_or_else(|| unix_now() as i64);
-        let size = message.len() as u64;
-        let data = match self.cfg.format {
-            MailboxFormat::Maildir => {
+        let (size, data) = match (self.cfg.format, message) {
+            (MailboxFormat::Maildir, Source::Bytes(message)) => {
+                let size = message.len() as u64;
                 let base = maildir::new_base(size);
                 let dir = self.mailbox_path(canonical);
                 let (b, bytes) = (base.clone(), message.to_vec());
@@ -314,9 +322,38 @@ impl Core {
                         },
                     )
                     .await?;
-                PendingData::Maildir { tmp, base }
+                (size, PendingData::Maildir { tmp, base })
             }
-            MailboxFormat::Mbox => PendingData::Mbox(message.to_vec()),
+            (MailboxFormat::Maildir, Source::File { prefix, body }) => {
+                let dir = self.mailbox_path(canonical);
+                let (prefix, body) = (prefix.to_vec(), body.to_path_buf());
+                let name = canonical.to_string();
+                let (tmp, base, size) = blocking(move || {
+                    let mut file = std::fs::File::open(&body)?;
+                    let size = prefix.len() as u64 + file.metadata()?.len();
+                    let base = maildir::new_base(size);
+                    match maildir::write_tmp_from_file(&dir, &base, &prefix, &mut file) {
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            Err(StoreError::NoSuchMailbox(name))
+                        }
+                        Err(e) => Err(e.into()),
+                        Ok(tmp) => Ok((tmp, base, size)),
+                    }
+                })
+                .await?;
+                (size, PendingData::Maildir { tmp, base })
+            }
+            (MailboxFormat::Mbox, Source::Bytes(message)) => {
+                (message.len() as u64, PendingData::Mbox(message.to_vec()))
+            }
+            (MailboxFormat::Mbox, Source::File { prefix, body }) => {
+                // The mbox writer quotes `From ` lines and fingerprints the message in memory:
+                // a file-backed message is read whole here (Maildir, the default, streams).
+                let mut bytes = prefix.to_vec();
+                let path = body.to_path_buf();
+                bytes.extend_from_slice(&blocking(move || Ok(std::fs::read(&path)?)).await?);
+                (bytes.len() as u64, PendingData::Mbox(bytes))
+            }
         };
         let (tx, rx) = oneshot::channel();
         let pending = PendingAppend {
@@ -573,21 +610,8 @@ impl Core {
         let (lo, hi) = if read_only {
             (mb.recent_from, mb.uidnext)
         } else if mb.recent_from < mb.uidnext {
-            // Claim \Recent for this session: only one session sees a message as recent.
-            let mut w = self.writer.lock().await;
-            let mut tx = w.begin().await?;
-            let old: i64 = sqlx::query_scalar("SELECT recent_from FROM mailbox WHERE id = ?")
-                .bind(mb.id)
-                .fetch_one(tx.conn())
-                .await?;
-            let new = old.max(i64::from(mb.uidnext));
-            sqlx::query("UPDATE mailbox SET recent_from = ? WHERE id = ?")
-                .bind(new)
-                .bind(mb.id)
-                .execute(tx.conn())
-                .await?;
-            tx.commit().await?;
-            (old as Uid, mb.uidnext)
+            let r = self.claim_recent_in(mb.id, mb.uidnext).await?;
+            (r.start, r.end)
         } else {
             (0, 0)
         };
@@ -606,6 +630,40 @@ impl Core {
             highest_modseq: mb.highest_modseq,
             messages,
         })
+    }
+
+    /// Claims \Recent for one session: of the UIDs below `upto`, those no session claimed
+    /// yet. Only one session sees a message as recent (RFC 3501 section 2.3.2).
+    async fn claim_recent_in(&self, mailbox_id: i64, upto: Uid) -> Result<Range<Uid>> {
+        let mut w = self.writer.lock().await;
+        let mut tx = w.begin().await?;
+        let old: i64 = sqlx::query_scalar("SELECT recent_from FROM mailbox WHERE id = ?")
+            .bind(mailbox_id)
+            .fetch_one(tx.conn())
+            .await?;
+        let new = old.max(i64::from(upto));
+        if new != old {
+            sqlx::query("UPDATE mailbox SET recent_from = ? WHERE id = ?")
+                .bind(new)
+                .bind(mailbox_id)
+                .execute(tx.conn())
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(old as Uid..new as Uid)
+    }
+
+    /// [`Core::claim_recent_in`] by mailbox name, for messages that arrived while selected.
+    pub(super) async fn claim_recent(
+        self: &Arc<Self>,
+        name: &str,
+        upto: Uid,
+    ) -> Result<Range<Uid>> {
+        let row = self.resolve(name).await?;
+        if row.recent_from >= upto {
+            return Ok(0..0);
+        }
+        self.claim_recent_in(row.id, upto).await
     }
 
     pub(super) async fn status(self: &Arc<Self>, name: &str) -> Result<MailboxStatus> {

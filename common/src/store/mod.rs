@@ -218,6 +218,25 @@ impl UserStore {
         Ok(a.uid)
     }
 
+    /// [`UserStore::deliver`] of `prefix` (the trace headers) followed by the content of the
+    /// file `body` (a big queued message): into Maildir the file is copied, never held whole
+    /// in memory.
+    pub async fn deliver_file(
+        &self,
+        mailbox: &str,
+        prefix: &[u8],
+        body: &std::path::Path,
+    ) -> Result<Uid> {
+        let queue = &self.shared.appends;
+        let source = messages::Source::File { prefix, body };
+        let a = self
+            .shared
+            .core()
+            .append(mailbox, source, Flags::EMPTY, &[], None, queue)
+            .await?;
+        Ok(a.uid)
+    }
+
     /// APPEND with flags, keywords and INTERNALDATE (Unix seconds; `None` = now). Durable
     /// before it returns.
     pub async fn append(
@@ -231,7 +250,14 @@ impl UserStore {
         let queue = &self.shared.appends;
         self.shared
             .core()
-            .append(mailbox, message, flags, keywords, internal_date, queue)
+            .append(
+                mailbox,
+                messages::Source::Bytes(message),
+                flags,
+                keywords,
+                internal_date,
+                queue,
+            )
             .await
     }
 
@@ -316,6 +342,13 @@ impl UserStore {
     /// `uids`. Returns the expunged UIDs, ascending.
     pub async fn expunge(&self, mailbox: &str, uids: Option<&[Uid]>) -> Result<Vec<Uid>> {
         self.shared.core().expunge(mailbox, uids).await
+    }
+
+    /// Claims \Recent for messages that arrived in a selected mailbox: returns the UIDs
+    /// below `upto` that no other session has seen as recent (each message is recent in
+    /// one session only), and marks them seen.
+    pub async fn claim_recent(&self, mailbox: &str, upto: Uid) -> Result<std::ops::Range<Uid>> {
+        self.shared.core().claim_recent(mailbox, upto).await
     }
 
     /// Changes the index as of now: if a later `change_token()` is [`ChangeToken::same_as`]

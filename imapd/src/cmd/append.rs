@@ -173,6 +173,75 @@ mod tests {
         );
     }
 
+    /// A sent message as Thunderbird 153 saves it to Sent after ENABLE UTF8=ACCEPT: 452
+    /// bytes, UTF-8 in the headers.
+    pub(crate) fn thunderbird_sent_message() -> Vec<u8> {
+        let head = "Message-ID: <6f1c2b7e-3d4a-4b8e-9c1f-2a7d5e8b9c0d@example.org>\r\n\
+Date: Thu, 3 Dec 2026 13:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+User-Agent: Mozilla Thunderbird\r\nContent-Language: en-US\r\n\
+To: bob@example.net\r\nFrom: Alice <alice@example.org>\r\n\
+Subject: Grüße aus Zürich\r\nContent-Type: text/plain; charset=UTF-8; format=flowed\r\n\
+Content-Transfer-Encoding: 8bit\r\n\r\nHallo Bob, schöne Grüße!\r\n";
+        let mut m = head.as_bytes().to_vec();
+        while m.len() < 450 {
+            m.push(b'.');
+        }
+        m.extend_from_slice(b"\r\n");
+        assert_eq!(m.len(), 452);
+        m
+    }
+
+    /// RFC 6855 section 4: `UTF8 (~{n+}...)`, exactly as Thunderbird sends it.
+    #[tokio::test]
+    async fn thunderbird_utf8_append_to_sent() {
+        let h = Harness::new().await;
+        let mut s = h.session(true);
+        h.login(&mut s).await;
+        let out = h.run(&mut s, "6 ENABLE UTF8=ACCEPT\r\n").await;
+        assert!(out.contains("6 OK"), "{out}");
+        let msg = thunderbird_sent_message();
+        let mut cmd = b"7 APPEND \"Sent\" (\\Seen) UTF8 (~{452+}\r\n".to_vec();
+        cmd.extend_from_slice(&msg);
+        cmd.extend_from_slice(b")\r\n");
+        let out = h.run_bytes(&mut s, &cmd).await;
+        assert!(out.starts_with("7 OK [APPENDUID "), "{out}");
+        let user = h.user().await;
+        let snap = user.select("Sent", true).await.unwrap();
+        assert_eq!(user.read("Sent", 1).await.unwrap(), msg, "byte-identical");
+        assert!(
+            snap.messages[0]
+                .flags
+                .contains(hermod_common::store::Flag::Seen)
+        );
+    }
+
+    /// BINARY's literal8 (RFC 3516): `~{n}` waits for the continuation, `~{n+}` does not.
+    #[tokio::test]
+    async fn literal8_append() {
+        let h = Harness::new().await;
+        let mut s = h.session(true);
+        h.login(&mut s).await;
+        let msg = message("binary", "x");
+        let out = h
+            .run(
+                &mut s,
+                &format!("a APPEND Drafts ~{{{}}}\r\n{msg}\r\n", msg.len()),
+            )
+            .await;
+        assert!(out.starts_with("+ "), "{out}");
+        assert!(out.contains("a OK [APPENDUID "), "{out}");
+        let out = h
+            .run(
+                &mut s,
+                &format!("b APPEND Drafts ~{{{}+}}\r\n{msg}\r\n", msg.len()),
+            )
+            .await;
+        assert!(out.starts_with("b OK [APPENDUID "), "{out}");
+        let user = h.user().await;
+        user.select("Drafts", true).await.unwrap();
+        assert_eq!(user.read("Drafts", 2).await.unwrap(), msg.as_bytes());
+    }
+
     #[tokio::test]
     async fn date_keywords_and_sync_literal() {
         let h = Harness::new().await;
@@ -188,7 +257,7 @@ mod tests {
         );
         assert!(out.contains("a OK [APPENDUID"), "{out}");
         let out = h.run(&mut s, "b FETCH 1 (FLAGS INTERNALDATE)\r\n").await;
-        assert!(out.contains("FLAGS (\\Flagged $Label1)"), "{out}");
+        assert!(out.contains("FLAGS (\\Flagged $Label1 \\Recent)"), "{out}");
         assert!(
             out.contains("INTERNALDATE \"05-Jan-2021 09:00:00 +0000\""),
             "{out}"

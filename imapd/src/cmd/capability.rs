@@ -30,6 +30,7 @@ impl Session {
                 "CREATE-SPECIAL-USE",
                 "LIST-EXTENDED",
                 "LIST-STATUS",
+                "STATUS=SIZE",
                 "CONDSTORE",
                 "QRESYNC",
                 "ESEARCH",

@@ -18,7 +18,7 @@ use crate::mime::parsed::Parsed;
 use crate::mime::{self, Entity, envelope, header, section, structure};
 use crate::output::Out;
 use crate::sequence;
-use crate::session::{Reply, Session, Sync, write_flags};
+use crate::session::{Reply, Session, Sync, announce_keywords, write_flags};
 use crate::wire;
 
 fn part_numbers(p: &Part) -> Vec<u32> {
@@ -175,7 +175,7 @@ impl Session {
                 .iter()
                 .any(|i| matches!(i, MessageDataItemName::ModSeq));
         if want_modseq {
-            self.enabled.condstore = true;
+            self.condstore_enabled_by_command(out);
         }
         let Some(user) = self.user() else {
             return Reply::bad("No mailbox selected");
@@ -236,6 +236,7 @@ impl Session {
                     .await
                 {
                     Ok(r) => {
+                        announce_keywords(sel, &r.messages, out);
                         for m in r.messages {
                             if let Some(i) = sel.index_of(m.uid) {
                                 let recent = sel.msgs[i].recent;
@@ -481,6 +482,49 @@ mod tests {
     use crate::mime::parsed::Parsed;
     use crate::mime::tests::NESTED;
     use crate::testing::{Harness, message};
+
+    /// RFC 2180 section 4.1: a FETCH that meets a message another session expunged still
+    /// returns the others and succeeds; the EXPUNGE is reported at the next chance.
+    #[tokio::test]
+    async fn fetch_after_another_session_expunged_returns_the_rest() {
+        let h = Harness::new().await;
+        h.deliver("INBOX", &message("one", "body one")).await;
+        h.deliver("INBOX", &message("two", "body two")).await;
+        let mut a = h.selected("INBOX").await;
+        let mut b = h.selected("INBOX").await;
+        let out = h
+            .run(&mut b, "x STORE 1 +FLAGS (\\Deleted)\r\ny EXPUNGE\r\n")
+            .await;
+        assert!(out.contains("* 1 EXPUNGE"), "{out}");
+        let out = h.run(&mut a, "f FETCH 1:2 (BODY.PEEK[TEXT])\r\n").await;
+        assert!(
+            out.contains("* 2 FETCH (BODY[TEXT] {10}\r\nbody two\r\n)"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("f OK [EXPUNGEISSUED] Some messages were expunged\r\n"),
+            "{out}"
+        );
+        let out = h.run(&mut a, "n NOOP\r\n").await;
+        assert_eq!(out, "* 1 EXPUNGE\r\nn OK NOOP completed\r\n");
+    }
+
+    /// A keyword set by another session since this one looked is announced in `* FLAGS`
+    /// before the FETCH that shows it (RFC 3501 section 7.2.6).
+    #[tokio::test]
+    async fn new_keyword_is_announced_before_a_fetch_shows_it() {
+        let h = Harness::new().await;
+        h.deliver("INBOX", &message("one", "body one")).await;
+        let mut a = h.selected("INBOX").await;
+        let mut b = h.selected("INBOX").await;
+        h.run(&mut b, "x STORE 1 +FLAGS ($Label1)\r\n").await;
+        // Not PEEK: setting \Seen returns the message's current flags, $Label1 included.
+        let out = h.run(&mut a, "f FETCH 1 (BODY[TEXT])\r\n").await;
+        let flags = out.find("* FLAGS (").expect(&out);
+        let fetch = out.find("$Label1)").expect(&out);
+        assert!(flags < fetch, "{out}");
+        assert!(out.contains("[PERMANENTFLAGS ("), "{out}");
+    }
 
     #[tokio::test]
     async fn thunderbird_flag_sync_and_header_fetch() {

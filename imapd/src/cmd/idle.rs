@@ -39,7 +39,10 @@ mod tests {
             .unwrap();
         let mut o = Out::buffer();
         s.idle_changed(change, &mut o).await.unwrap();
-        assert_eq!(String::from_utf8(o.into_bytes()).unwrap(), "* 2 EXISTS\r\n");
+        assert_eq!(
+            String::from_utf8(o.into_bytes()).unwrap(),
+            "* 2 EXISTS\r\n* 2 RECENT\r\n"
+        );
         let out = h.run(&mut s, "DONE\r\n").await;
         assert_eq!(out, "i OK IDLE terminated\r\n");
     }

@@ -148,13 +148,17 @@ impl Session {
         }
         let mut patterns = Vec::new();
         for p in &cmd.patterns {
-            match self.full_pattern(&cmd.reference, p) {
-                Ok(p) => match ListPattern::new(&p) {
+            // A pattern that is not valid modified UTF-7 matches no name (RFC 3501 LIST
+            // answers OK with what matches; a mailbox can never have such a name).
+            if let Ok(p) = self.full_pattern(&cmd.reference, p) {
+                match ListPattern::new(&p) {
                     Some(p) => patterns.push(p),
                     None => return Reply::bad("Mailbox pattern too long"),
-                },
-                Err(r) => return r,
+                }
             }
+        }
+        if patterns.is_empty() {
+            return Reply::ok("LIST completed");
         }
         let all = match user.list().await {
             Ok(l) => l,
@@ -180,9 +184,11 @@ impl Session {
                     entries.push((m.clone(), true, false));
                 } else if cmd.select.recursive_match
                     && matches(&m.name)
+                    // CHILDINFO only for a subscribed descendant the patterns do not list
+                    // themselves (RFC 5258 section 3.5).
                     && subscribed
                         .iter()
-                        .any(|s| s.starts_with(&format!("{}/", m.name)))
+                        .any(|s| s.starts_with(&format!("{}/", m.name)) && !matches(s))
                 {
                     entries.push((m.clone(), true, true));
                 }
@@ -367,6 +373,19 @@ mod tests {
         s
     }
 
+    /// imaptest's atoms test: every atom character in a pattern; `&'+,-` is not valid
+    /// modified UTF-7, so nothing matches, and that is no error.
+    #[tokio::test]
+    async fn pattern_that_is_not_modified_utf7_matches_nothing() {
+        let h = Harness::new().await;
+        let mut s = h.session(true);
+        h.login(&mut s).await;
+        let out = h
+            .run(&mut s, "a list \"\" !#$&'+,-.0123456789:;<=>?@^_`|[}%*\r\n")
+            .await;
+        assert_eq!(out, "a OK LIST completed\r\n");
+    }
+
     #[tokio::test]
     async fn plain_list_has_children_and_special_use() {
         let h = Harness::new().await;
@@ -405,6 +424,28 @@ mod tests {
             out,
             "* LIST (\\HasNoChildren) \"/\" Work/2024\r\ne OK LIST completed\r\n"
         );
+    }
+
+    /// RFC 5258 section 3.5 (imaptest listext): a parent gets CHILDINFO only for a
+    /// subscribed child that the patterns do not list themselves.
+    #[tokio::test]
+    async fn recursivematch_childinfo_only_for_unlisted_children() {
+        let h = Harness::new().await;
+        let mut s = h.session(true);
+        h.login(&mut s).await;
+        h.run(&mut s, "a CREATE P/C1\r\nb SUBSCRIBE P/C1\r\n").await;
+        let out = h
+            .run(&mut s, "c LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (P)\r\n")
+            .await;
+        assert!(out.contains("P (\"CHILDINFO\" (\"SUBSCRIBED\"))"), "{out}");
+        let out = h
+            .run(
+                &mut s,
+                "d LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (P P/C1)\r\n",
+            )
+            .await;
+        assert!(!out.contains("CHILDINFO"), "{out}");
+        assert!(out.contains("\\Subscribed) \"/\" P/C1\r\n"), "{out}");
     }
 
     #[tokio::test]

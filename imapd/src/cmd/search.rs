@@ -183,6 +183,19 @@ impl Session {
                 if ret.all && !numbers.is_empty() {
                     line.push_str(&format!(" ALL {}", sequence::format(&numbers)));
                 }
+                // With only MIN and/or MAX, MODSEQ is that of the messages returned
+                // (RFC 7162 section 3.1.5).
+                let highest = if ret.all || ret.count {
+                    highest
+                } else {
+                    let (lo, hi) = (numbers.iter().min(), numbers.iter().max());
+                    found
+                        .iter()
+                        .zip(&numbers)
+                        .filter(|(_, n)| (ret.min && Some(*n) == lo) || (ret.max && Some(*n) == hi))
+                        .map(|(f, _)| f.2)
+                        .max()
+                };
                 if with_modseq && let Some(h) = highest {
                     line.push_str(&format!(" MODSEQ {h}"));
                 }
@@ -299,6 +312,66 @@ mod tests {
         assert_eq!(
             out,
             "* ESEARCH (TAG \"c\") COUNT 2\r\nc OK SEARCH completed\r\n"
+        );
+    }
+
+    /// imaptest's esearch-condstore: the first FETCH MODSEQ tells HIGHESTMODSEQ, and
+    /// RETURN (MIN) or (MAX) gives the MODSEQ of that message, not of all matches.
+    #[tokio::test]
+    async fn esearch_min_max_modseq() {
+        let h = Harness::new().await;
+        let mut s = mailbox(&h).await;
+        let out = h.run(&mut s, "a FETCH 1 MODSEQ\r\n").await;
+        assert!(out.starts_with("* OK [HIGHESTMODSEQ "), "{out}");
+        let mut modseq = Vec::new();
+        for n in [1, 3, 2] {
+            let out = h
+                .run(&mut s, &format!("s STORE {n} +FLAGS (\\Seen)\r\n"))
+                .await;
+            let m: u64 = out
+                .split("MODSEQ (")
+                .nth(1)
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            modseq.push((n, m));
+        }
+        let of = |n| modseq.iter().find(|(k, _)| *k == n).unwrap().1;
+        let out = h
+            .run(
+                &mut s,
+                "b SEARCH RETURN (MIN) 1:3 MODSEQ \"/flags/\\\\seen\" all 1\r\n",
+            )
+            .await;
+        assert!(
+            out.starts_with(&format!("* ESEARCH (TAG \"b\") MIN 1 MODSEQ {}\r\n", of(1))),
+            "{out}"
+        );
+        let out = h
+            .run(
+                &mut s,
+                "c SEARCH RETURN (MAX) 1:3 MODSEQ \"/flags/\\\\seen\" all 1\r\n",
+            )
+            .await;
+        assert!(
+            out.starts_with(&format!("* ESEARCH (TAG \"c\") MAX 3 MODSEQ {}\r\n", of(3))),
+            "{out}"
+        );
+        let out = h
+            .run(
+                &mut s,
+                "d SEARCH RETURN () 1:3 MODSEQ \"/flags/\\\\seen\" all 1\r\n",
+            )
+            .await;
+        assert!(
+            out.starts_with(&format!(
+                "* ESEARCH (TAG \"d\") ALL 1:3 MODSEQ {}\r\n",
+                of(2)
+            )),
+            "{out}"
         );
     }
 

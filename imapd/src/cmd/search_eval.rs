@@ -24,6 +24,8 @@ pub struct View {
 pub struct Content<'a> {
     raw: &'a [u8],
     headers: Option<Vec<(String, String)>>,
+    /// Address fields as parsed: lower-case field name, `name <local@domain>` in lower case.
+    addresses: Option<Vec<(String, String)>>,
     body: Option<String>,
     sent_day: Option<Option<i64>>,
 }
@@ -33,6 +35,7 @@ impl<'a> Content<'a> {
         Content {
             raw,
             headers: None,
+            addresses: None,
             body: None,
             sent_day: None,
         }
@@ -95,6 +98,49 @@ impl<'a> Content<'a> {
                 u32::from(d.day),
             ))
         })
+    }
+
+    /// FROM, TO, CC, BCC: the raw field, or one of its addresses as parsed, so comments,
+    /// spaces and quoting in the field do not hide `user@domain.org`.
+    fn address_contains(&mut self, name: &str, needle: &str) -> bool {
+        if self.header_contains(name, needle) {
+            return true;
+        }
+        let raw = self.raw;
+        self.addresses
+            .get_or_insert_with(|| {
+                let block = &raw[..header::body_start(raw)];
+                let mut out = Vec::new();
+                let Some(parsed) = MessageParser::default().parse_headers(block) else {
+                    return out;
+                };
+                let Some(part) = parsed.parts.first() else {
+                    return out;
+                };
+                for h in &part.headers {
+                    let mail_parser::HeaderValue::Address(a) = &h.value else {
+                        continue;
+                    };
+                    let field = h.name.as_str().to_lowercase();
+                    let addrs: Vec<&mail_parser::Addr<'_>> = match a {
+                        mail_parser::Address::List(l) => l.iter().collect(),
+                        mail_parser::Address::Group(g) => {
+                            g.iter().flat_map(|g| g.addresses.iter()).collect()
+                        }
+                    };
+                    for a in addrs {
+                        let text = format!(
+                            "{} <{}>",
+                            a.name.as_deref().unwrap_or_default(),
+                            a.address.as_deref().unwrap_or_default()
+                        );
+                        out.push((field.clone(), text.to_lowercase()));
+                    }
+                }
+                out
+            })
+            .iter()
+            .any(|(n, v)| n == name && v.contains(needle))
     }
 
     fn header_contains(&mut self, name: &str, needle: &str) -> bool {
@@ -214,10 +260,10 @@ pub fn eval(
                 _ => sent >= want,
             })
         }
-        Bcc(s) => Some(content?.header_contains("bcc", &text(s))),
-        Cc(s) => Some(content?.header_contains("cc", &text(s))),
-        From(s) => Some(content?.header_contains("from", &text(s))),
-        To(s) => Some(content?.header_contains("to", &text(s))),
+        Bcc(s) => Some(content?.address_contains("bcc", &text(s))),
+        Cc(s) => Some(content?.address_contains("cc", &text(s))),
+        From(s) => Some(content?.address_contains("from", &text(s))),
+        To(s) => Some(content?.address_contains("to", &text(s))),
         Subject(s) => Some(content?.header_contains("subject", &text(s))),
         Header(name, value) => {
             let name = text(name);
@@ -362,6 +408,39 @@ mod tests {
         assert!(run("HEADER X-Tag blu"));
         assert!(run("HEADER X-Tag \"\""));
         assert!(!run("HEADER X-Other \"\""));
+    }
+
+    /// imaptest's search-addresses: an address written with comments and spaces matches
+    /// its plain form.
+    #[test]
+    fn addresses_match_as_parsed() {
+        for from in [
+            "user-from@domain.org",
+            "RealFrom <user-from@domain.org>",
+            "<user-from (comment)@ (comment) domain.org>",
+            "user-from@domain.org (RealFrom)",
+        ] {
+            let msg = format!("From: {from}\r\nTo: x@y.org\r\n\r\nbody\r\n");
+            let mut c = Content::new(msg.as_bytes());
+            let found = eval(
+                &key("FROM user-from@domain.org"),
+                2,
+                &meta(),
+                VIEW,
+                Some(&mut c),
+            );
+            assert_eq!(found, Some(true), "{from}");
+        }
+        let msg = "From: user-from1@domain.org, user-from2@domain.org\r\n\r\n";
+        let mut c = Content::new(msg.as_bytes());
+        let found = eval(
+            &key("FROM user-from@domain.org"),
+            2,
+            &meta(),
+            VIEW,
+            Some(&mut c),
+        );
+        assert_eq!(found, Some(false));
     }
 
     #[test]

@@ -63,6 +63,8 @@ impl Session {
                 StatusDataItemName::Deleted => ("DELETED", deleted),
                 StatusDataItemName::DeletedStorage => ("DELETED-STORAGE", deleted_bytes),
                 StatusDataItemName::HighestModSeq => ("HIGHESTMODSEQ", st.highest_modseq),
+                // STATUS=SIZE (RFC 8438): the mailbox's total size in octets.
+                StatusDataItemName::Size => ("SIZE", st.size),
             };
             parts.push(format!("{label} {value}"));
         }
@@ -102,5 +104,11 @@ mod tests {
             )
             .await;
         assert!(out.contains("DELETED 0)"), "{out}");
+        // STATUS=SIZE (RFC 8438).
+        let size = message("a", "b").len();
+        let out = h.run(&mut s, "10 STATUS Sent (MESSAGES SIZE)\r\n").await;
+        assert!(out.contains(&format!("(MESSAGES 1 SIZE {size})")), "{out}");
+        let out = h.run(&mut s, "11 CAPABILITY\r\n").await;
+        assert!(out.contains(" STATUS=SIZE"), "{out}");
     }
 }

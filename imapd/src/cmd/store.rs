@@ -7,7 +7,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 
 use crate::output::Out;
 use crate::sequence;
-use crate::session::{Reply, Session, Sync, flag_list, write_flags};
+use crate::session::{Reply, Session, Sync, announce_keywords, write_flags};
 use crate::wire;
 
 /// System flags and keywords of a flag list. `\Recent` and unknown `\` flags are dropped:
@@ -49,6 +49,11 @@ impl Session {
         let (Some(user), Some(sel)) = (self.user(), self.selected.as_ref()) else {
             return Reply::bad("No mailbox selected");
         };
+        // Only the system flags RFC 3501 defines can be set; `\Recent` and unknown ones are
+        // a client error (as Dovecot and imaptest's store test expect).
+        if flags.iter().any(|f| matches!(f, ImapFlag::Extension(_))) {
+            return Reply::bad("Unknown system flag");
+        }
         if sel.read_only {
             return Reply::no("Mailbox is read-only").code("READ-ONLY");
         }
@@ -100,19 +105,7 @@ impl Session {
         let Some(sel) = self.selected.as_mut() else {
             return Reply::ok(done);
         };
-        let mut new_keywords = false;
-        for m in &result.messages {
-            for k in &m.keywords {
-                new_keywords |= sel.keywords.insert(k.clone());
-            }
-        }
-        if new_keywords {
-            out.untagged(&format!("FLAGS ({})", flag_list(&sel.keywords)));
-            out.untagged(&format!(
-                "OK [PERMANENTFLAGS ({} \\*)] Flags permitted",
-                flag_list(&sel.keywords)
-            ));
-        }
+        announce_keywords(sel, &result.messages, out);
         for m in result.messages {
             let Some(i) = sel.index_of(m.uid) else {
                 continue;
@@ -248,5 +241,16 @@ mod tests {
                 .await
                 .starts_with("b NO")
         );
+    }
+
+    /// An unknown system flag is a client error, not silently dropped.
+    #[tokio::test]
+    async fn unknown_system_flag_is_bad() {
+        let h = Harness::new().await;
+        let mut s = three(&h).await;
+        let out = h.run(&mut s, "a STORE 1 +FLAGS (\\Seen \\Bogus)\r\n").await;
+        assert!(out.starts_with("a BAD"), "{out}");
+        let out = h.run(&mut s, "b FETCH 1 FLAGS\r\n").await;
+        assert!(!out.contains("\\Seen"), "nothing stored: {out}");
     }
 }

@@ -70,7 +70,8 @@ fn write_addresses(out: &mut Vec<u8>, list: Option<&Address<'_>>) {
                         body.extend_from_slice(b"(NIL NIL ");
                         wire::string(&mut body, name.as_bytes());
                         body.extend_from_slice(b" NIL)");
-                        for a in &g.addresses {
+                        // A comment alone (`group2: (foo) ;`) is no member.
+                        for a in g.addresses.iter().filter(|a| a.address.is_some()) {
                             write_address(&mut body, a);
                         }
                         body.extend_from_slice(b"(NIL NIL NIL NIL)");
@@ -109,7 +110,21 @@ fn write_address(out: &mut Vec<u8>, a: &Addr<'_>) {
         Some(n) => wire::string(out, encode_word(n).as_bytes()),
         None => out.extend_from_slice(b"NIL"),
     }
-    out.extend_from_slice(b" NIL ");
+    // An obsolete source route (`<@route:user@domain>`, RFC 5322 section 4.4) is the
+    // envelope's second field.
+    let (route, address) = match address {
+        Some(a) if a.starts_with('@') => match a.split_once(':') {
+            Some((route, rest)) => (Some(route), Some(rest)),
+            None => (None, Some(a)),
+        },
+        a => (None, a),
+    };
+    out.push(b' ');
+    match route {
+        Some(r) => wire::string(out, r.as_bytes()),
+        None => out.extend_from_slice(b"NIL"),
+    }
+    out.push(b' ');
     match address {
         Some(addr) => match addr.rsplit_once('@') {
             Some((local, domain)) => {
@@ -174,6 +189,20 @@ mod tests {
             env(h),
             "(\"Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\" \"IMAP4rev1 WG mtg summary and minutes\" ((\"Terry Gray\" NIL \"gray\" \"cac.washington.edu\")) ((\"Terry Gray\" NIL \"gray\" \"cac.washington.edu\")) ((\"Terry Gray\" NIL \"gray\" \"cac.washington.edu\")) ((NIL NIL \"imap\" \"cac.washington.edu\")) ((NIL NIL \"minutes\" \"CNRI.Reston.VA.US\")(\"John Klensin\" NIL \"KLENSIN\" \"MIT.EDU\")) NIL NIL \"<B27397-0100000@cac.washington.edu>\")"
         );
+    }
+
+    /// imaptest's fetch-envelope: groups framed by name and end markers, a comment in a
+    /// group is no member, and a source route is the second field.
+    #[test]
+    fn groups_and_source_routes() {
+        let h = b"From: user@domain (Real Name)\r\nTo: group: g1@d1.org, g2@d2.org;, group2: g3@d3.org;\r\nCc: group:;, group2: (foo) ;\r\n\r\n";
+        let e = env(h);
+        assert!(
+            e.contains(" ((NIL NIL \"group\" NIL)(NIL NIL \"g1\" \"d1.org\")(NIL NIL \"g2\" \"d2.org\")(NIL NIL NIL NIL)(NIL NIL \"group2\" NIL)(NIL NIL \"g3\" \"d3.org\")(NIL NIL NIL NIL)) ((NIL NIL \"group\" NIL)(NIL NIL NIL NIL)(NIL NIL \"group2\" NIL)(NIL NIL NIL NIL)) NIL "),
+            "{e}"
+        );
+        let e = env(b"From: <@route:user@domain>\r\n\r\n");
+        assert!(e.contains("((NIL \"@route\" \"user\" \"domain\"))"), "{e}");
     }
 
     #[test]

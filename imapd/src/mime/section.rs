@@ -69,6 +69,11 @@ pub fn extract_from<'a>(raw: &'a [u8], tree: &Entity, section: &Section) -> Opti
             names,
             *not,
         ))),
+        // The inner message's text runs to the end of the part: a multipart's epilogue
+        // is text too, though the parsed body stops at the closing delimiter.
+        Spec::Text if !std::ptr::eq(message, entity) => {
+            get(&(message.body.start..entity.body.end.max(message.body.start)))
+        }
         Spec::Text => get(&message.body),
     }
 }
@@ -125,6 +130,25 @@ mod tests {
         );
         assert_eq!(get(&[3], Spec::Whole).unwrap(), "AAAA");
         assert_eq!(get(&[9], Spec::Whole), None);
+    }
+
+    /// imaptest's fetch-body-message-rfc822-mime: the TEXT of a message/rfc822 part is
+    /// everything after the inner header, a multipart's epilogue included.
+    #[test]
+    fn text_of_inner_multipart_keeps_its_epilogue() {
+        let raw = b"From: user@domain.org\r\nMime-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\nFrom: sub@domain.org\r\nContent-Type: multipart/digest; boundary=\"foo\"\r\n\r\nprologue\r\n\r\n--foo\r\n\r\nFrom: m1@example.com\r\n\r\nm1 body\r\n\r\n--foo--\r\n\r\nepilogue\r\n";
+        let text = extract(
+            raw,
+            &Section {
+                part: vec![1],
+                spec: Spec::Text,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&text),
+            "prologue\r\n\r\n--foo\r\n\r\nFrom: m1@example.com\r\n\r\nm1 body\r\n\r\n--foo--\r\n\r\nepilogue\r\n"
+        );
     }
 
     #[test]

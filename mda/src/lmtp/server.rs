@@ -12,9 +12,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use super::session::{Action, Session, SessionConfig};
+use super::session::{Action, Session, SessionConfig, spool_dir};
 use crate::MdaError;
-use crate::delivery::Delivery;
+use crate::content::{Content as CopyFrom, FileContent};
+use crate::delivery::{Delivery, Envelope};
+use crate::reply::Reply;
+use crate::spool::{Body, Content};
 
 /// Sent to a client refused for a connection limit.
 const BUSY: &[u8] = b"421 4.7.0 Too many connections, try again later\r\n";
@@ -59,8 +62,8 @@ pub async fn run_session<S>(
             }
             Action::Deliver { envelope, message } => {
                 hermod_common::metrics::inc(hermod_common::metrics::Counter::MessagesReceived);
-                let results = delivery.deliver(&envelope, &message).await;
-                session.delivered(results.into_iter().map(|r| r.reply).collect());
+                let replies = deliver(delivery, &envelope, message).await;
+                session.delivered(replies);
             }
             Action::Close => {
                 let _ = write_out(&mut stream, &mut session, idle).await;
@@ -69,6 +72,44 @@ pub async fn run_session<S>(
             }
         }
     }
+}
+
+/// Finishes the received message and delivers it: from memory, or copied from its spool
+/// file (removed afterwards) without reading it whole.
+async fn deliver(delivery: &Delivery, envelope: &Envelope, message: Body) -> Vec<Reply> {
+    let finished = if message.is_spooled() {
+        tokio::task::spawn_blocking(move || message.finish())
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)))
+    } else {
+        message.finish()
+    };
+    let spooled = match finished {
+        Ok(Content::Memory(m)) => {
+            let results = delivery.deliver(envelope, &m).await;
+            return results.into_iter().map(|r| r.reply).collect();
+        }
+        Ok(Content::Spooled(spool)) => FileContent::open_async(spool.path())
+            .await
+            .map(|file| (spool, file)),
+        Err(e) => Err(e),
+    };
+    let (_spool, file) = match spooled {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write the LMTP spool file");
+            let reply = Reply::new(451, [4, 3, 0], "cannot store the message, try again later");
+            return envelope.recipients.iter().map(|_| reply.clone()).collect();
+        }
+    };
+    let mut replies = Vec::with_capacity(envelope.recipients.len());
+    for recipient in &envelope.recipients {
+        let result = delivery
+            .deliver_content(&envelope.sender, recipient, CopyFrom::File(&file))
+            .await;
+        replies.push(result.reply);
+    }
+    replies
 }
 
 async fn write_out<S: AsyncWrite + Unpin>(
@@ -161,6 +202,7 @@ pub async fn serve_with_socket(
     }
     let delivery = Delivery::from_context(&ctx).local_only();
     let cfg = SessionConfig::from_config(&ctx.config);
+    prepare_spool_dir(&spool_dir(&ctx.config))?;
     let idle = Duration::from_secs(ctx.config.limits.idle_timeout.max(1));
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {
@@ -189,6 +231,20 @@ pub async fn serve_with_socket(
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(MdaError::Io(e)),
             Err(e) => return Err(MdaError::Io(io::Error::other(e))),
+        }
+    }
+    Ok(())
+}
+
+/// Creates the spool directory (private to us) and removes files a crash left there: a
+/// spooled message is only ever a message being received.
+fn prepare_spool_dir(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove old LMTP spool file");
         }
     }
     Ok(())

@@ -6,12 +6,15 @@
 //! message only on CRLF.CRLF and removes dot-stuffing. After the final dot there is one
 //! reply per accepted recipient, in RCPT order.
 
+use std::path::PathBuf;
+
 use hermod_common::Config;
 use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{Error as ParseError, Request};
 
 use crate::delivery::Envelope;
 use crate::reply::Reply;
+use crate::spool::Body;
 
 /// The limits and names a session works with.
 #[derive(Debug, Clone)]
@@ -26,6 +29,9 @@ pub struct SessionConfig {
     pub max_line_length: usize,
     /// Protocol errors before the session is closed.
     pub max_errors: usize,
+    /// Where message content above [`crate::spool::SPOOL_THRESHOLD`] is written as it
+    /// arrives; `None` keeps every message in memory.
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl SessionConfig {
@@ -37,23 +43,28 @@ impl SessionConfig {
             // RFC 5321 4.5.3.1.4: at least 512 octets with the CRLF.
             max_line_length: config.limits.max_line_length.max(510),
             max_errors: config.limits.max_errors.max(1),
+            spool_dir: Some(spool_dir(config)),
         }
     }
 }
 
+/// Where LMTP sessions spool big messages: `<data_dir>/lmtp/spool` (the server creates it
+/// and empties it at start).
+pub fn spool_dir(config: &Config) -> PathBuf {
+    config.data_dir.join("lmtp").join("spool")
+}
+
 /// What the I/O loop must do next.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Action {
     /// Write the pending output, then read more input and [`Session::feed`] it.
     NeedInput,
     /// Look this recipient up, then call [`Session::recipient_checked`].
     CheckRecipient(String),
-    /// Deliver the message, then call [`Session::delivered`] with one reply per recipient
-    /// of the envelope, in order.
-    Deliver {
-        envelope: Envelope,
-        message: Vec<u8>,
-    },
+    /// Finish the message ([`Body::finish`]: it fsyncs a spool file, so the I/O loop runs it
+    /// on the blocking pool), deliver it, then call [`Session::delivered`] with one reply
+    /// per recipient of the envelope, in order.
+    Deliver { envelope: Envelope, message: Body },
     /// Write the pending output, then close the connection.
     Close,
 }
@@ -61,7 +72,8 @@ pub enum Action {
 /// A message being received after DATA.
 struct DataPhase {
     receiver: DataReceiver,
-    message: Vec<u8>,
+    /// In memory up to the spool threshold, then in a spool file.
+    message: Body,
     /// Bytes thrown away once the message passed the size limit.
     discarded: u64,
 }
@@ -175,15 +187,25 @@ impl Session {
                 State::CheckingRecipient(_) | State::Delivering => return Action::Close,
                 State::Data(phase) => {
                     let mut bytes = self.input.iter();
-                    let done = phase.receiver.ingest(&mut bytes, &mut phase.message);
+                    let limit = self.cfg.size_limit;
+                    let done = if phase.discarded > 0 {
+                        // Past the limit: read to the final dot, keep nothing.
+                        let mut thrown = Vec::new();
+                        let done = phase.receiver.ingest(&mut bytes, &mut thrown);
+                        phase.discarded += thrown.len() as u64;
+                        done
+                    } else {
+                        let before = phase.message.buffer().len();
+                        let done = phase.receiver.ingest(&mut bytes, phase.message.buffer());
+                        phase.message.ingested(before);
+                        if limit > 0 && phase.message.len() as u64 > limit {
+                            phase.discarded = phase.message.len() as u64;
+                            phase.message.discard();
+                        }
+                        done
+                    };
                     let consumed = self.input.len() - bytes.len();
                     self.input.drain(..consumed);
-                    let limit = self.cfg.size_limit;
-                    if limit > 0 && phase.discarded + phase.message.len() as u64 > limit {
-                        // Keep reading to the final dot, but keep nothing.
-                        phase.discarded += phase.message.len() as u64;
-                        phase.message.clear();
-                    }
                     if !done {
                         return Action::NeedInput;
                     }
@@ -303,7 +325,7 @@ impl Session {
                     receiver.ingest(&mut b"\r\n".iter(), &mut Vec::new());
                     self.state = State::Data(Box::new(DataPhase {
                         receiver,
-                        message: Vec::new(),
+                        message: Body::new(self.cfg.spool_dir.clone()),
                         discarded: 0,
                     }));
                     self.reply(354, [2, 0, 0], "Start mail input; end with <CRLF>.<CRLF>");
@@ -385,6 +407,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::{Content, SPOOL_THRESHOLD};
 
     fn session() -> Session {
         Session::new(SessionConfig {
@@ -393,7 +416,15 @@ mod tests {
             max_recipients: 3,
             max_line_length: 100,
             max_errors: 5,
+            spool_dir: None,
         })
+    }
+
+    fn content(message: Body) -> Vec<u8> {
+        match message.finish().unwrap() {
+            Content::Memory(m) => m,
+            Content::Spooled(f) => std::fs::read(f.path()).unwrap(),
+        }
     }
 
     fn out(s: &mut Session) -> String {
@@ -419,7 +450,9 @@ mod tests {
                     };
                     s.recipient_checked(r);
                 }
-                Action::Deliver { envelope, message } => return Some((envelope, message)),
+                Action::Deliver { envelope, message } => {
+                    return Some((envelope, content(message)));
+                }
             }
         }
     }
@@ -434,7 +467,7 @@ mod tests {
     #[test]
     fn greeting_and_lhlo_advertise_the_extensions() {
         let mut s = session();
-        assert_eq!(s.next_action(), Action::NeedInput);
+        assert!(matches!(s.next_action(), Action::NeedInput));
         assert_eq!(out(&mut s), "220 mx.example.org LMTP ready\r\n");
         drive(&mut s, b"LHLO client.example\r\n");
         assert_eq!(
@@ -478,7 +511,10 @@ mod tests {
             Reply::new(250, [2, 0, 0], "<b@y.org> delivered"),
             Reply::new(552, [5, 2, 2], "<c@y.org>: mailbox full (over quota)"),
         ]);
-        assert_eq!(s.next_action(), Action::Close, "QUIT was pipelined");
+        assert!(
+            matches!(s.next_action(), Action::Close),
+            "QUIT was pipelined"
+        );
         assert_eq!(
             out(&mut s),
             "250 2.0.0 <b@y.org> delivered\r\n\
@@ -502,8 +538,12 @@ mod tests {
         }
         let (env, msg) = drive(&mut s, b"\r\n.\r\n").expect("end of data");
         assert_eq!(env.sender, "");
-        // "CRLF . LF" is a stuffed line (dot removed); "LF . CRLF" is plain content.
-        assert_eq!(msg, b"A: 1\r\n\r\nx\n.\nbare\r\n\nafter\n.\r\nmore\r\n");
+        // "CRLF . LF" is a stuffed line (dot removed); "LF . CRLF" is plain content. Bare
+        // line endings are then made CRLF, as the SMTP session stores them (the spool's rule).
+        assert_eq!(
+            msg,
+            b"A: 1\r\n\r\nx\r\n.\r\nbare\r\n\r\nafter\r\n.\r\nmore\r\n"
+        );
     }
 
     #[test]
@@ -616,7 +656,7 @@ mod tests {
     fn too_many_errors_close_the_session() {
         let mut s = greeted();
         s.feed(b"X\r\nX\r\nX\r\nX\r\nX\r\nX\r\nNOOP\r\n");
-        assert_eq!(s.next_action(), Action::Close);
+        assert!(matches!(s.next_action(), Action::Close));
         let o = out(&mut s);
         assert!(
             o.ends_with("421 4.7.0 Too many errors, closing connection\r\n"),
@@ -648,11 +688,62 @@ mod tests {
     fn timeout_and_shutdown_say_421() {
         let mut s = greeted();
         s.timed_out();
-        assert_eq!(s.next_action(), Action::Close);
+        assert!(matches!(s.next_action(), Action::Close));
         assert!(out(&mut s).starts_with("421 4.4.2"));
         let mut s = greeted();
         s.shutting_down();
         assert!(out(&mut s).starts_with("421 4.3.2"));
         assert!(s.is_closed());
+    }
+
+    /// A message above the spool threshold goes to a file as it arrives: the session's
+    /// buffer stays near the threshold, and the file holds the message (dot-unstuffed, CRLF).
+    #[test]
+    fn big_message_is_spooled_while_it_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Session::new(SessionConfig {
+            size_limit: 0,
+            spool_dir: Some(dir.path().to_path_buf()),
+            ..session().cfg
+        });
+        s.take_output();
+        assert!(
+            drive(
+                &mut s,
+                b"LHLO c\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@y.org>\r\nDATA\r\n"
+            )
+            .is_none()
+        );
+        let mut sent = b"Subject: big\r\n\r\n".to_vec();
+        while sent.len() < 16 * SPOOL_THRESHOLD {
+            sent.extend_from_slice(b"..a stuffed dot line\r\nx has a bare LF\nand a CRLF\r\n");
+        }
+        let mut peak = 0;
+        for piece in sent.chunks(64 * 1024) {
+            assert!(drive(&mut s, piece).is_none());
+            if let State::Data(phase) = &mut s.state {
+                peak = peak.max(phase.message.buffer().capacity());
+                assert_eq!(
+                    phase.message.is_spooled(),
+                    phase.message.len() >= SPOOL_THRESHOLD
+                );
+            }
+        }
+        // The receiver appends byte by byte, so the buffer may double once past the threshold.
+        assert!(peak < 3 * SPOOL_THRESHOLD, "buffer grew to {peak}");
+        s.feed(b".\r\n");
+        let Action::Deliver { message, .. } = s.next_action() else {
+            panic!("no delivery");
+        };
+        assert!(message.is_spooled());
+        let Content::Spooled(file) = message.finish().unwrap() else {
+            panic!("not spooled");
+        };
+        let unstuffed = String::from_utf8(sent)
+            .unwrap()
+            .replace("\r\n..a", "\r\n.a");
+        let mut expected = Vec::new();
+        crate::spool::line_endings::normalize_line_endings(unstuffed.as_bytes(), &mut expected);
+        assert_eq!(std::fs::read(file.path()).unwrap(), expected);
     }
 }

@@ -12,6 +12,7 @@ use smtp_proto::{
     EXT_START_TLS, EhloResponse,
 };
 
+use super::body::OutgoingContent;
 use super::reply::{RemoteReply, synthetic};
 use crate::envelope::{BodyType, DsnReturn, Notify};
 
@@ -70,7 +71,7 @@ pub struct OutgoingMessage<'a> {
     pub smtputf8: bool,
     pub ret: Option<DsnReturn>,
     pub env_id: Option<&'a str>,
-    pub content: &'a [u8],
+    pub content: OutgoingContent<'a>,
 }
 
 /// One recipient as sent to the next hop.
@@ -95,9 +96,9 @@ impl Needs {
     pub fn of(message: &OutgoingMessage<'_>, recipients: &[OutgoingRecipient<'_>]) -> Needs {
         let utf8_addresses =
             !message.sender.is_ascii() || recipients.iter().any(|r| !r.address.is_ascii());
-        let headers = crate::session::message::header_section(message.content);
+        let headers = crate::session::message::header_section(message.content.head());
         Needs {
-            eight_bit: !message.content.is_ascii(),
+            eight_bit: message.content.eight_bit(),
             utf8: utf8_addresses || (message.smtputf8 && !headers.is_ascii()),
         }
     }
@@ -112,7 +113,7 @@ pub fn unsuitable_server(
 ) -> Option<RemoteReply> {
     if let Some(limit) = caps.size
         && limit > 0
-        && message.content.len() as u64 > limit
+        && message.content.len() > limit
     {
         let text = format!(
             "Message size ({} bytes) exceeds the limit of {limit} bytes of {server}",
@@ -467,7 +468,7 @@ mod tests {
             smtputf8: false,
             ret: Some(DsnReturn::Headers),
             env_id: Some("id 1"),
-            content,
+            content: OutgoingContent::Memory(content),
         }
     }
 

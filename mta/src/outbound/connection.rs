@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
+use super::body::{self, DotStuffer, FileMessage, OutgoingContent};
 use super::client::{
     Capabilities, Needs, Next, OutgoingMessage, OutgoingRecipient, RecipientReply, Transaction,
     mail_command, rcpt_command, unsuitable_server,
@@ -472,10 +473,15 @@ impl SmtpConnection {
                     self.wire.write(&bytes, t.command, &stage).await?
                 }
                 Next::WriteContent => {
-                    let content = crate::lmtp_client::dot_stuff(message.content);
-                    self.wire
-                        .write(&content, t.data, "sending message body")
-                        .await?;
+                    match message.content {
+                        OutgoingContent::Memory(m) => {
+                            let content = crate::lmtp_client::dot_stuff(m);
+                            self.wire
+                                .write(&content, t.data, "sending message body")
+                                .await?;
+                        }
+                        OutgoingContent::File(f) => self.write_file(f, t.data).await?,
+                    }
                     limit = t.data;
                 }
                 Next::Done { results, reset } => {
@@ -484,6 +490,46 @@ impl SmtpConnection {
                     return Ok(SendOutcome::Replies(results));
                 }
             }
+        }
+    }
+
+    /// Sends a message from its file, a [`body::CHUNK`] at a time, dot-stuffed as it goes;
+    /// each write has the data timeout.
+    async fn write_file(
+        &mut self,
+        message: &FileMessage,
+        limit: Duration,
+    ) -> Result<(), ConnectionFailure> {
+        let stage = "sending message body";
+        let mut file = match tokio::fs::File::open(message.path()).await {
+            Ok(f) => f,
+            Err(e) => {
+                // Nothing sent yet would end the data cleanly: drop the connection, the
+                // server discards the transaction; the recipients are retried.
+                tracing::error!(path = %message.path().display(), error = %e, "cannot open queued message");
+                self.closing = true;
+                return Err(self.wire.lost(stage));
+            }
+        };
+        let mut stuffer = DotStuffer::default();
+        let mut piece = vec![0u8; body::CHUNK];
+        let mut out = Vec::with_capacity(body::CHUNK + body::CHUNK / 8);
+        loop {
+            let n = match file.read(&mut piece).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(path = %message.path().display(), error = %e, "cannot read queued message");
+                    self.closing = true;
+                    return Err(self.wire.lost(stage));
+                }
+            };
+            out.clear();
+            if n == 0 {
+                stuffer.finish(&mut out);
+                return self.wire.write(&out, limit, stage).await;
+            }
+            stuffer.stuff(&piece[..n], &mut out);
+            self.wire.write(&out, limit, stage).await?;
         }
     }
 

@@ -6,6 +6,7 @@
 //!   loops back to ourselves), the relay host.
 //! - [`client`]: the sans-I/O SMTP client (capabilities, commands, the pipelined
 //!   transaction); [`reply`]: the server's replies.
+//! - [`body`]: the content, in memory or streamed from its queue file with dot-stuffing.
 //! - [`connection`]: one connection (greeting, EHLO/HELO, STARTTLS, AUTH, messages).
 //! - [`tls`]: opportunistic or verified TLS, with the outcome for the log.
 //! - [`runner`]: the scheduler: destinations, connection reuse, retries, expiry, the log line
@@ -17,6 +18,7 @@
 //! which the runner reads every [`OutboundSettings::poll_interval`], so they work from
 //! another process while the daemon runs.
 
+pub mod body;
 pub mod client;
 pub mod connection;
 pub mod reply;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::OutboundError;
+use super::body::{FileMessage, OutgoingContent};
 use super::client::{OutgoingMessage, OutgoingRecipient};
 use super::connection::{ConnectOptions, ConnectionFailure, SendOutcome, SmtpConnection, Target};
 use super::reply::{RemoteReply, synthetic};
@@ -28,10 +29,17 @@ use crate::bounce::status_of;
 use crate::envelope::QueueId;
 use crate::queue::report::{DelayWarnings, Reporter};
 use crate::queue::{
-    Attempt, AttemptsRecorded, Destination as QueueSide, Queue, QueuedMessage, QueuedRecipient,
-    RecipientStatus, unix_now,
+    Attempt, AttemptsRecorded, Destination as QueueSide, Queue, QueueError, QueuedContent,
+    QueuedMessage, QueuedRecipient, RecipientStatus, unix_now,
 };
 use hermod_common::metrics::{self, Counter};
+
+/// A queued message's content as loaded for sending: small ones whole, big ones scanned and
+/// sent from their file.
+enum Loaded {
+    Memory(Vec<u8>),
+    File(FileMessage),
+}
 
 /// The queue is not read more often than this, however busy the runner is.
 const MIN_POLL_GAP: Duration = Duration::from_millis(100);
@@ -429,7 +437,18 @@ impl Shared {
                 return all(class, failure.reply);
             }
         };
-        let content = match self.queue.read_message(&job.message.id).await {
+        let content = match self.queue.content(&job.message.id).await {
+            Ok(QueuedContent::Memory(m)) => Ok(Loaded::Memory(m)),
+            Ok(QueuedContent::File(path)) => FileMessage::scan_async(&path)
+                .await
+                .map(Loaded::File)
+                .map_err(|e| QueueError::Io {
+                    path: path.clone(),
+                    source: e,
+                }),
+            Err(e) => Err(e),
+        };
+        let content = match content {
             Ok(content) => content,
             Err(e) => {
                 tracing::error!(queue_id = %job.message.id, error = %e, "cannot read queued message");
@@ -445,7 +464,10 @@ impl Shared {
             smtputf8: job.message.smtputf8,
             ret: job.message.ret,
             env_id: job.message.env_id.as_deref(),
-            content: &content,
+            content: match &content {
+                Loaded::Memory(m) => OutgoingContent::Memory(m),
+                Loaded::File(f) => OutgoingContent::File(f),
+            },
         };
         let recipients: Vec<OutgoingRecipient<'_>> = job
             .recipients

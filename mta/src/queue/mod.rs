@@ -209,6 +209,14 @@ pub struct Recovery {
     pub missing_files: Vec<QueueId>,
 }
 
+/// The content of a queued message, from [`Queue::content`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueuedContent {
+    Memory(Vec<u8>),
+    /// A file under `queue/messages/`; it stays while the message is queued.
+    File(PathBuf),
+}
+
 /// Contents up to this size are stored in the queue database, bigger ones in files. Most
 /// mail is far smaller; for big messages the transfer takes longer than the extra fsyncs.
 pub const INLINE_MAX: usize = 256 * 1024;
@@ -408,6 +416,22 @@ impl Queue {
         {
             tracing::error!(path = %path.display(), error = %e, "cannot remove queue file");
         }
+    }
+
+    /// Where the content of a queued message is: in memory (read from the database), or
+    /// the path of its file, for a big message that is not to be read whole.
+    pub async fn content(&self, id: &QueueId) -> Result<QueuedContent, QueueError> {
+        let inline: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT data FROM contents WHERE message_id = ?")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        if let Some(content) = inline {
+            return Ok(QueuedContent::Memory(content));
+        }
+        let path = self.message_path(id);
+        tokio::fs::metadata(&path).await.map_err(io_error(&path))?;
+        Ok(QueuedContent::File(path))
     }
 
     /// The content of a queued message.

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::report::{DelayWarnings, Reporter, needs_report};
 use super::{
-    Attempt, AttemptsRecorded, Destination, Queue, QueueError, QueuedMessage, RecipientStatus,
-    unix_now,
+    Attempt, AttemptsRecorded, Destination, Queue, QueueError, QueuedContent, QueuedMessage,
+    RecipientStatus, unix_now,
 };
 use crate::delivery::LocalDelivery;
 use crate::envelope::QueueId;
@@ -256,8 +256,19 @@ impl<D: LocalDelivery, L: LocalDomains> DeliveryJob<D, L> {
     async fn deliver(&self, message: QueuedMessage) {
         let id = message.id.clone();
         let started = Instant::now();
-        let results = match self.queue.read_message(&id).await {
-            Ok(content) => {
+        let results = match self.queue.content(&id).await {
+            Ok(QueuedContent::File(path)) => {
+                let addresses: Vec<String> = message
+                    .recipients
+                    .iter()
+                    .map(|r| r.address.clone())
+                    .collect();
+                let after_restart = message.arrival <= self.settings.started_at;
+                self.delivery
+                    .deliver_file_many(&message.sender, &addresses, &path, after_restart)
+                    .await
+            }
+            Ok(QueuedContent::Memory(content)) => {
                 let addresses: Vec<String> = message
                     .recipients
                     .iter()

@@ -30,6 +30,7 @@ use hermod_common::{log_escape, sasl};
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
 use smtp_proto::{EhloResponse, MailFrom, RcptTo, Request};
 
+use crate::auth::{MessageFacts, MessageOutcome, SenderAuth};
 use crate::envelope::{BodyType, DsnReturn, Envelope, EnvelopeRecipient, Notify, QueueId};
 pub use reply::Reply;
 use spool::{Body, Content, SpoolFile};
@@ -162,6 +163,39 @@ pub trait SessionBackend: LocalDomains {
         address: &str,
     ) -> impl Future<Output = Result<bool, BackendError>> + Send;
 
+    /// Mail authentication at MAIL FROM (SPF, [`crate::auth::MailAuth::check_sender`]);
+    /// Err refuses the sender. The default checks nothing.
+    fn check_sender(
+        &self,
+        peer: IpAddr,
+        helo: &str,
+        sender: &str,
+        authenticated: bool,
+        relay_allowed: bool,
+    ) -> impl Future<Output = Result<SenderAuth, Reply>> + Send {
+        let _ = (peer, helo, sender, authenticated, relay_allowed);
+        async { Ok(SenderAuth::default()) }
+    }
+
+    /// Whether [`SessionBackend::check_message`] will look at this message: a spooled message
+    /// is then read back into memory for it. The default checks nothing.
+    fn checks_content(&self, facts: &MessageFacts) -> bool {
+        let _ = facts;
+        false
+    }
+
+    /// Mail authentication of a complete message ([`crate::auth::MailAuth::check_message`]):
+    /// verification and policy for mail from outside, DKIM signing for ours. The default
+    /// accepts the message unchanged.
+    fn check_message(
+        &self,
+        facts: MessageFacts,
+        message: Vec<u8>,
+    ) -> impl Future<Output = MessageOutcome> + Send {
+        let _ = facts;
+        async { MessageOutcome::Accept(message) }
+    }
+
     /// Stores the message durably. Ok means it is on disk: the client is told 250.
     fn enqueue(
         &self,
@@ -243,6 +277,8 @@ struct Transaction {
     body: Body,
     /// A BDAT chunk was accepted: DATA is no longer allowed.
     bdat_started: bool,
+    /// SPF results of MAIL FROM, for the checks at the end of DATA.
+    sender_auth: SenderAuth,
 }
 
 /// One SMTP server session.
@@ -666,6 +702,20 @@ impl<B: SessionBackend> Session<B> {
                 Err(e) => return self.backend_failed(out, e),
             }
         }
+        let sender_auth = match self
+            .backend
+            .check_sender(
+                self.conn.peer,
+                self.helo.as_deref().unwrap_or_default(),
+                &sender,
+                self.user.is_some() && self.config.role.is_submission(),
+                self.conn.relay_allowed,
+            )
+            .await
+        {
+            Ok(auth) => auth,
+            Err(reply) => return self.send(out, reply),
+        };
         let ret = if from.flags & smtp_proto::MAIL_RET_FULL != 0 {
             Some(DsnReturn::Full)
         } else if from.flags & smtp_proto::MAIL_RET_HDRS != 0 {
@@ -689,6 +739,7 @@ impl<B: SessionBackend> Session<B> {
             recipients: Vec::new(),
             body: Body::new(self.config.spool_dir.clone()),
             bdat_started: false,
+            sender_auth,
         });
         self.send(out, Reply::new(250, [2, 1, 0], "Sender OK"));
     }
@@ -1013,6 +1064,7 @@ impl<B: SessionBackend> Session<B> {
             smtputf8,
             recipients,
             body,
+            sender_auth,
             ..
         } = txn;
         // Finishing a spooled message fsyncs a big file: not on a runtime thread.
@@ -1058,6 +1110,7 @@ impl<B: SessionBackend> Session<B> {
             date: now,
         })
         .into_bytes();
+        let trace_len = queued.len();
         if self.config.role.is_submission() {
             if message::count_fields(headers, "Message-ID") == 0 {
                 queued.extend_from_slice(
@@ -1070,6 +1123,47 @@ impl<B: SessionBackend> Session<B> {
                 );
             }
         }
+        let facts = MessageFacts {
+            ip: self.conn.peer,
+            helo: helo.to_string(),
+            sender: sender.clone(),
+            authenticated: self.user.is_some() && self.config.role.is_submission(),
+            relay_allowed: self.conn.relay_allowed,
+            remote_recipients: recipients.iter().any(|r| !r.local),
+            sender_auth,
+            trace_len,
+        };
+        // Mail authentication needs the whole message: a spooled one is read back first.
+        let content = match content {
+            Content::Spooled(spool) if self.backend.checks_content(&facts) => {
+                let path = spool.path().to_path_buf();
+                match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
+                    Ok(Ok(bytes)) => Content::Memory(bytes),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "could not read the spooled message");
+                        return self.send(out, reply::temporary_failure());
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not read the spooled message");
+                        return self.send(out, reply::temporary_failure());
+                    }
+                }
+            }
+            other => other,
+        };
+        let content = match content {
+            Content::Memory(body) => {
+                queued.reserve_exact(body.len());
+                queued.extend_from_slice(&body);
+                drop(body);
+                queued = match self.backend.check_message(facts, queued).await {
+                    MessageOutcome::Accept(message) => message,
+                    MessageOutcome::Refuse(reply) => return self.send(out, reply),
+                };
+                None
+            }
+            Content::Spooled(spool) => Some(spool),
+        };
         let envelope = Envelope {
             sender,
             recipients,
@@ -1081,18 +1175,12 @@ impl<B: SessionBackend> Session<B> {
             client: format!("[{}] {}", self.conn.peer, helo),
         };
         let size = queued.len()
-            + match &content {
-                Content::Memory(body) => body.len(),
-                Content::Spooled(spool) => usize::try_from(spool.len()).unwrap_or(usize::MAX),
-            };
+            + content.as_ref().map_or(0, |spool| {
+                usize::try_from(spool.len()).unwrap_or(usize::MAX)
+            });
         let stored = match content {
-            Content::Memory(body) => {
-                queued.reserve_exact(body.len());
-                queued.extend_from_slice(&body);
-                drop(body);
-                self.backend.enqueue(&id, &envelope, &queued).await
-            }
-            Content::Spooled(spool) => {
+            None => self.backend.enqueue(&id, &envelope, &queued).await,
+            Some(spool) => {
                 self.backend
                     .enqueue_spooled(&id, &envelope, &queued, &spool)
                     .await

@@ -682,7 +682,10 @@ async fn smuggling_with_bare_lf_dot_does_not_end_data() {
             "{probe:?}: {body:?}"
         );
         // No bare CR or LF is left in what we queued: later hops cannot be confused either.
-        assert!(!message::has_bare_line_ending(&stored[0].1), "{probe:?}");
+        assert!(
+            !hermod_mda::spool::line_endings::has_bare_line_ending(&stored[0].1),
+            "{probe:?}"
+        );
     }
 }
 

@@ -1,17 +1,18 @@
-//! A fake DNS server on 127.0.0.1 (UDP) answering MX, A and AAAA queries from a table, so
-//! outbound delivery can be tested without any outside traffic.
+//! A fake DNS server on 127.0.0.1 (UDP) answering MX, A, AAAA and TXT queries from a table, so
+//! outbound delivery and mail authentication can be tested without any outside traffic.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use hickory_resolver::proto::op::{Message, ResponseCode};
-use hickory_resolver::proto::rr::rdata::{A, AAAA, MX};
+use hickory_resolver::proto::rr::rdata::{A, AAAA, MX, TXT};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use tokio::net::UdpSocket;
 
-/// Names the server knows, with their records. A name not in the table is NXDOMAIN.
-type Zone = HashMap<String, Vec<RData>>;
+/// Names the server knows, with their records. A name not in the table is NXDOMAIN; a name
+/// with `None` answers SERVFAIL.
+type Zone = HashMap<String, Option<Vec<RData>>>;
 
 pub struct FakeDns {
     pub addr: SocketAddr,
@@ -58,8 +59,24 @@ impl FakeDns {
             .lock()
             .unwrap()
             .entry(key(name))
-            .or_default()
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_default()
             .push(rdata);
+    }
+
+    /// `name TXT "text"`, split into 255-byte strings.
+    pub fn txt(&self, name: &str, text: &str) {
+        let chunks: Vec<String> = text
+            .as_bytes()
+            .chunks(255)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        self.add(name, RData::TXT(TXT::new(chunks)));
+    }
+
+    /// Every query for `name` fails with SERVFAIL (a temporary DNS error).
+    pub fn servfail(&self, name: &str) {
+        self.zone.lock().unwrap().insert(key(name), None);
     }
 
     /// `domain MX preference host`.
@@ -91,13 +108,15 @@ fn answer(request: &Message, zone: &Zone) -> Message {
         response.add_query(query.clone());
         match zone.get(&key(&query.name.to_ascii())) {
             None => response.metadata.response_code = ResponseCode::NXDomain,
-            Some(records) => {
+            Some(None) => response.metadata.response_code = ResponseCode::ServFail,
+            Some(Some(records)) => {
                 for rdata in records {
                     let wanted = matches!(
                         (query.query_type, rdata),
                         (RecordType::MX, RData::MX(_))
                             | (RecordType::A, RData::A(_))
                             | (RecordType::AAAA, RData::AAAA(_))
+                            | (RecordType::TXT, RData::TXT(_))
                     );
                     if wanted {
                         response.add_answer(Record::from_rdata(

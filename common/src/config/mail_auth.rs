@@ -1,0 +1,91 @@
+//! The `[auth]` section: mail authentication (DKIM signing; SPF, DKIM, DMARC, ARC and iprev
+//! verification on port 25) and what hermod does with the results. Not to be confused with
+//! login authentication (`crate::auth`).
+
+use serde::{Deserialize, Serialize};
+
+/// Mail authentication settings. Every check can be turned off on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailAuthConfig {
+    /// Verify mail arriving on port 25 and add an `Authentication-Results` header.
+    pub verify: bool,
+    /// Verify mail from `mynetworks` clients too (off: they are trusted like submitters).
+    pub verify_mynetworks: bool,
+    /// SPF (RFC 7208) of the MAIL FROM and HELO identities.
+    pub spf: bool,
+    /// Refuse at MAIL FROM when the sender's SPF record says `-all` for the client (`fail`).
+    pub spf_refuse_fail: bool,
+    /// Verify every DKIM signature (RFC 6376).
+    pub dkim: bool,
+    /// DMARC (RFC 7489): alignment of SPF and DKIM with the From domain.
+    pub dmarc: bool,
+    /// Honour `p=reject`: refuse with `550 5.7.1` at the end of DATA.
+    pub dmarc_reject: bool,
+    /// Honour `p=quarantine`: deliver into the recipient's Junk folder.
+    pub dmarc_quarantine: bool,
+    /// Verify the ARC chain (RFC 8617).
+    pub arc: bool,
+    /// Reverse DNS of the client, confirmed forward (RFC 8601 `iprev`).
+    pub iprev: bool,
+    /// Refuse mail from outside whose From is one of our domains and does not pass DMARC.
+    pub refuse_local_spoofing: bool,
+    /// DKIM-sign mail leaving for remote domains from authenticated users and `mynetworks`,
+    /// with the keys under `<data_dir>/dkim/<domain>/`.
+    pub sign: bool,
+}
+
+impl Default for MailAuthConfig {
+    fn default() -> Self {
+        MailAuthConfig {
+            verify: true,
+            verify_mynetworks: false,
+            spf: true,
+            spf_refuse_fail: false,
+            dkim: true,
+            dmarc: true,
+            dmarc_reject: true,
+            dmarc_quarantine: true,
+            arc: true,
+            iprev: true,
+            refuse_local_spoofing: true,
+            sign: true,
+        }
+    }
+}
+
+impl MailAuthConfig {
+    /// The section as `hermod check-config` prints it.
+    pub fn render(&self) -> String {
+        format!(
+            "\n[auth]\nverify = {}\nverify_mynetworks = {}\nspf = {}\nspf_refuse_fail = {}\ndkim = {}\ndmarc = {}\ndmarc_reject = {}\ndmarc_quarantine = {}\narc = {}\niprev = {}\nrefuse_local_spoofing = {}\nsign = {}\n",
+            self.verify,
+            self.verify_mynetworks,
+            self.spf,
+            self.spf_refuse_fail,
+            self.dkim,
+            self.dmarc,
+            self.dmarc_reject,
+            self.dmarc_quarantine,
+            self.arc,
+            self.iprev,
+            self.refuse_local_spoofing,
+            self.sign
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_section_keeps_the_other_defaults_and_unknown_keys_are_refused() {
+        let c: MailAuthConfig = toml::from_str("spf_refuse_fail = true\nsign = false\n").unwrap();
+        assert!(c.spf_refuse_fail);
+        assert!(!c.sign);
+        assert!(c.verify && c.dkim && c.dmarc_reject);
+        let err = toml::from_str::<MailAuthConfig>("spff = true\n").unwrap_err();
+        assert!(err.to_string().contains("spff"), "{err}");
+    }
+}
