@@ -21,6 +21,7 @@ pub fn lmtp_session(data: &[u8]) {
             max_recipients: 3,
             max_line_length: 510,
             max_errors: 5,
+            spool_dir: None,
         }
     } else {
         SessionConfig {
@@ -29,6 +30,7 @@ pub fn lmtp_session(data: &[u8]) {
             max_recipients: 100,
             max_line_length: 4096,
             max_errors: 10,
+            spool_dir: None,
         }
     };
     let mut session = Session::new(cfg);
@@ -50,8 +52,12 @@ pub fn lmtp_session(data: &[u8]) {
                     };
                     session.recipient_checked(result);
                 }
-                Action::Deliver { envelope, message } => {
-                    let fail = message.windows(4).any(|w| w == b"FAIL");
+                Action::Deliver {
+                    envelope,
+                    mut message,
+                } => {
+                    // No spool directory: the message is all in memory.
+                    let fail = message.buffer().windows(4).any(|w| w == b"FAIL");
                     let replies = envelope
                         .recipients
                         .iter()
