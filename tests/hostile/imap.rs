@@ -169,7 +169,7 @@ fn pre_login_huge_literal_is_refused_at_once() {
     // An overlong line before login is refused too, without waiting for its end.
     let mut c = Imap::connect(s.ports.imap);
     c.send(b"c LOGIN ");
-    c.send(&[b'u'; 16 * 1024]);
+    c.send(&[b'u'; 64 * 1024]);
     let reply = c.line();
     assert!(reply.starts_with("c BAD "), "{reply}");
     still_serving(&s, &mut server);
