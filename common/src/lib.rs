@@ -17,6 +17,7 @@ pub mod log_escape;
 pub mod login_throttle;
 pub mod metrics;
 pub mod net;
+pub mod panic_guard;
 pub mod password;
 pub mod sasl;
 pub mod store;

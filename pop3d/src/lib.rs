@@ -76,7 +76,11 @@ pub async fn serve_with(
                 listener,
                 options,
                 shutdown.clone(),
-                move |stream, info| server::contain_panics(server.clone().connection(stream, info)),
+                move |stream, info| {
+                    hermod_common::panic_guard::contain_panics(
+                        server.clone().connection(stream, info),
+                    )
+                },
             ));
         }
     }
