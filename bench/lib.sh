@@ -7,7 +7,8 @@ ROOT=$PWD
 PROFILE=${PROFILE:-release}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
 RESULTS=${RESULTS:-$ROOT/bench/results}
-HERMOD=$TARGET/hermod
+# HERMOD=/path/to/hermod compares another build (e.g. an older one) with the same clients.
+HERMOD=${HERMOD:-$TARGET/hermod}
 
 # Builds hermod and the given example programs (release), unless SKIP_BUILD=1 (run_all.sh
 # builds everything once).
