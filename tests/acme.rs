@@ -9,72 +9,16 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::dns::FakeDns;
 use common::{Server, Setup, free_port, need, python};
-use hickory_resolver::proto::op::{Message, ResponseCode};
-use hickory_resolver::proto::rr::rdata::A;
-use hickory_resolver::proto::rr::{RData, Record, RecordType};
 
 const DOMAIN: &str = "mail.hermod-acme.test";
-
-/// A UDP DNS server on loopback: `A 127.0.0.1` for [`DOMAIN`], no other records for it,
-/// NXDOMAIN for every other name. Stops when dropped.
-struct FakeDns {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl FakeDns {
-    fn start() -> FakeDns {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let addr = socket.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while !stopped.load(Ordering::Relaxed) {
-                let Ok((n, peer)) = socket.recv_from(&mut buf) else {
-                    continue;
-                };
-                let Ok(request) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                let mut reply = Message::response(request.metadata.id, request.metadata.op_code);
-                reply.metadata.recursion_desired = request.metadata.recursion_desired;
-                reply.metadata.recursion_available = true;
-                reply.add_queries(request.queries.clone());
-                if let Some(q) = request.queries.first() {
-                    let name = q.name().to_ascii().to_ascii_lowercase();
-                    if name.trim_end_matches('.') != DOMAIN {
-                        reply.metadata.response_code = ResponseCode::NXDomain;
-                    } else if q.query_type() == RecordType::A {
-                        let a = RData::A(A::new(127, 0, 0, 1));
-                        reply.add_answer(Record::from_rdata(q.name().clone(), 60, a));
-                    }
-                }
-                if let Ok(bytes) = reply.to_vec() {
-                    let _ = socket.send_to(&bytes, peer);
-                }
-            }
-        });
-        FakeDns { addr, stop }
-    }
-}
-
-impl Drop for FakeDns {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
 
 /// A test CA and the certificate pebble serves its ACME API with (for 127.0.0.1). Returns the
 /// CA's PEM path, for hermod's `[acme] ca_file`.
@@ -255,7 +199,9 @@ struct Rig {
 fn start_rig(validity_s: u64) -> (Rig, Setup) {
     let dir = tempfile::tempdir().unwrap();
     let ca = pebble_tls(dir.path());
+    // pebble resolves the test name through this: `A 127.0.0.1`, NXDOMAIN for other names.
     let dns = FakeDns::start();
+    dns.a(DOMAIN, std::net::Ipv4Addr::LOCALHOST);
     let acme_port = free_port();
     let pebble = Pebble::start(dir.path(), acme_port, dns.addr, validity_s);
     let setup = Setup::new("", &acme_section(&pebble, acme_port, &ca));

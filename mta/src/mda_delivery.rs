@@ -156,9 +156,8 @@ mod tests {
     use super::*;
     use hermod_common::{Config, Context};
 
-    #[tokio::test]
-    async fn delivers_into_the_store_and_queues_forwards() {
-        let tmp = tempfile::tempdir().unwrap();
+    /// A context in `tmp` with the user alice@example.org, and the queue beside it.
+    async fn alice_and_queue(tmp: &tempfile::TempDir) -> (Arc<Context>, Arc<Queue>) {
         let mut config = Config::defaults(true);
         config.data_dir = tmp.path().to_path_buf();
         let ctx = Context::open(config).await.unwrap();
@@ -167,6 +166,14 @@ mod tests {
             .add_user("alice@example.org", "pw", 0)
             .await
             .unwrap();
+        let queue = Arc::new(Queue::open(tmp.path().join("queue")).await.unwrap());
+        (ctx, queue)
+    }
+
+    #[tokio::test]
+    async fn delivers_into_the_store_and_queues_forwards() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ctx, queue) = alice_and_queue(&tmp).await;
         ctx.directory
             .add_alias("team@example.org", "alice@example.org")
             .await
@@ -175,7 +182,6 @@ mod tests {
             .add_alias("team@example.org", "friend@remote.test")
             .await
             .unwrap();
-        let queue = Arc::new(Queue::open(tmp.path().join("queue")).await.unwrap());
         let mda = MdaDelivery::new(Delivery::from_context(&ctx), queue.clone());
         let message = b"Subject: hi\r\n\r\nhello\r\n";
 
@@ -210,15 +216,7 @@ mod tests {
     #[tokio::test]
     async fn big_file_message_is_filed_once_and_found_after_a_restart() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut config = Config::defaults(true);
-        config.data_dir = tmp.path().to_path_buf();
-        let ctx = Context::open(config).await.unwrap();
-        ctx.directory.add_domain("example.org").await.unwrap();
-        ctx.directory
-            .add_user("alice@example.org", "pw", 0)
-            .await
-            .unwrap();
-        let queue = Arc::new(Queue::open(tmp.path().join("queue")).await.unwrap());
+        let (ctx, queue) = alice_and_queue(&tmp).await;
         let mda = MdaDelivery::new(Delivery::from_context(&ctx), queue);
         let mut big = b"Subject: big\r\n\r\n".to_vec();
         while big.len() < 3_000_000 {
