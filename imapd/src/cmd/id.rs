@@ -78,6 +78,9 @@ mod tests {
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
         let h = Harness::new().await;
+        // Another test thread may have met the ID log call first, while no subscriber was
+        // set, and cached "never log" for it: recompute with this thread's sink in place.
+        tracing::callsite::rebuild_interest_cache();
         let mut s = h.session(false);
         let forged = "x\r\n1999-01-01T00:00:00Z  INFO forged: logged in user=root";
         let huge = "z".repeat(5000);
