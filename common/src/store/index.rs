@@ -85,6 +85,7 @@ pub(super) async fn open(path: &Path) -> Result<(SqlitePool, Writer)> {
         .foreign_keys(false);
     let mut conn = SqliteConnection::connect_with(&opts).await?;
     sqlx::raw_sql(SCHEMA).execute(&mut conn).await?;
+    super::objectid::migrate(&mut conn).await?;
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .min_connections(0)

@@ -1076,10 +1076,15 @@ impl Core {
     ) -> Result<CopyResult> {
         let src = self.resolve(from).await?;
         let dst = self.resolve(to).await?;
-        match self.cfg.format {
+        let email_ids = self.email_ids(src.id, uids).await?;
+        let copied = match self.cfg.format {
             MailboxFormat::Maildir => self.copy_maildir(&src.name, uids, &dst.name, is_move).await,
             MailboxFormat::Mbox => self.copy_mbox(&src.name, uids, &dst.name, is_move).await,
-        }
+        }?;
+        // Copies keep their originals' EMAILID (RFC 8474 section 5.1).
+        self.inherit_email_ids(dst.id, &email_ids, &copied.pairs)
+            .await?;
+        Ok(copied)
     }
 
     async fn copy_maildir(

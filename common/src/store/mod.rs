@@ -18,6 +18,7 @@ mod maildir;
 mod mbox;
 mod messages;
 mod name;
+mod objectid;
 mod sync;
 mod types;
 mod user;
@@ -33,6 +34,7 @@ use std::time::Duration;
 
 pub use error::{Result, StoreError};
 pub use name::{decode_mutf7, encode_mutf7, validate_mailbox_name};
+pub use objectid::MessageObject;
 pub use types::{
     Appended, Change, Changes, CopyResult, Flag, Flags, MailboxFormat, MailboxInfo, MailboxStatus,
     MessageMeta, ModSeq, QuotaUsage, Snapshot, SpecialUse, StoreMode, StoreResult, Uid,
