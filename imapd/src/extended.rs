@@ -231,6 +231,8 @@ pub struct SearchReturn {
     pub max: bool,
     pub all: bool,
     pub count: bool,
+    /// SAVE (SEARCHRES, RFC 5182).
+    pub save: bool,
 }
 
 /// A command read here instead of by imap-codec.
@@ -401,6 +403,7 @@ fn parse_search(line: &[u8], uid: bool) -> Option<Result<Extended, Malformed>> {
             t if t.is_atom("MAX") => returns.max = true,
             t if t.is_atom("ALL") => returns.all = true,
             t if t.is_atom("COUNT") => returns.count = true,
+            t if t.is_atom("SAVE") => returns.save = true,
             _ => return Some(Err(Malformed("unknown SEARCH return option"))),
         }
     }

@@ -14,7 +14,10 @@ pub mod framer;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod mime;
+pub mod objectid;
 pub mod output;
+pub mod rev2;
+pub mod searchres;
 pub mod sequence;
 pub mod server;
 pub mod session;

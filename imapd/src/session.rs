@@ -126,6 +126,8 @@ pub(crate) struct Selected {
     /// The store's change token at the last look for changes, and when that was; `None`:
     /// the next look compares the disk with the index too.
     pub checked: Option<(ChangeToken, Instant)>,
+    /// UIDs of the last `SEARCH RETURN (SAVE)` (SEARCHRES, RFC 5182): what `$` means.
+    pub saved_search: Vec<u32>,
 }
 
 impl Selected {
@@ -145,6 +147,8 @@ pub(crate) struct Enabled {
     pub condstore: bool,
     pub qresync: bool,
     pub utf8: bool,
+    /// IMAP4rev2 semantics (RFC 9051): no \Recent, ESEARCH answers, UTF-8 names.
+    pub rev2: bool,
 }
 
 /// Input the session waits for instead of a command.
@@ -296,6 +300,8 @@ pub struct Session {
     pub(crate) enabled: Enabled,
     pub(crate) waiting: Waiting,
     pub(crate) next: Next,
+    /// OBJECTID/SAVEDATE items of the current command (see `objectid`).
+    pub(crate) objectid: crate::objectid::Pending,
     bad_streak: u32,
 }
 
@@ -312,6 +318,7 @@ impl Session {
             enabled: Enabled::default(),
             waiting: Waiting::Nothing,
             next: Next::Command,
+            objectid: Default::default(),
             bad_streak: 0,
         }
     }
@@ -451,6 +458,10 @@ impl Session {
     async fn command(&mut self, bytes: &[u8], out: &mut Out<'_>) -> io::Result<()> {
         let unwrapped = crate::append_utf8::unwrap(bytes);
         let bytes = unwrapped.as_deref().unwrap_or(bytes);
+        let substituted = crate::searchres::substitute(bytes, self.selected.as_ref());
+        let bytes = substituted.as_deref().unwrap_or(bytes);
+        let objectid = self.rewrite_objectid(bytes).await;
+        let bytes = objectid.as_deref().unwrap_or(bytes);
         let tag = tag_of(bytes);
         if let Some(parsed) = extended::parse(bytes) {
             let Some(tag) = tag else {
@@ -899,8 +910,10 @@ impl Session {
             report_expunged(sel, &gone, self.enabled.qresync, out);
         }
         if added {
-            // New messages are \Recent in the first session that hears of them.
-            if !sel.read_only {
+            // New messages are \Recent in the first session that hears of them; IMAP4rev2
+            // has no \Recent, and such a session leaves them to others.
+            let rev2 = self.enabled.rev2;
+            if !sel.read_only && !rev2 {
                 match user.claim_recent(&sel.name, sel.max_uid() + 1).await {
                     Ok(claimed) if !claimed.is_empty() => {
                         let start = sel.msgs.partition_point(|m| m.uid < claimed.start);
@@ -913,8 +926,10 @@ impl Session {
                 }
             }
             out.untagged(&format!("{} EXISTS", sel.msgs.len()));
-            let recent = sel.msgs.iter().filter(|m| m.recent).count();
-            out.untagged(&format!("{recent} RECENT"));
+            if !rev2 {
+                let recent = sel.msgs.iter().filter(|m| m.recent).count();
+                out.untagged(&format!("{recent} RECENT"));
+            }
         }
         Ok(())
     }

@@ -29,9 +29,14 @@ impl Session {
         let (Some(user), Some(account)) = (self.user(), self.account.as_ref()) else {
             return Reply::no("Not logged in");
         };
+        let converted;
         let data: &[u8] = match message {
             LiteralOrLiteral8::Literal(l) => l.data(),
-            LiteralOrLiteral8::Literal8(l) => &l.data,
+            // BINARY (RFC 3516 section 4.4): raw binary parts are stored base64-encoded.
+            LiteralOrLiteral8::Literal8(l) => {
+                converted = crate::mime::binary::encode_binary_parts(&l.data);
+                converted.as_deref().unwrap_or(&l.data)
+            }
         };
         if data.is_empty() {
             return Reply::no("Empty message");

@@ -7,7 +7,15 @@ impl Session {
     /// The capability list for the current state. Only what works is listed: LOGINDISABLED
     /// and no AUTH=PLAIN before TLS unless plaintext logins are allowed.
     pub(crate) fn capabilities(&self) -> String {
-        let mut caps = vec!["IMAP4rev1", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE"];
+        let mut caps = vec![
+            "IMAP4rev1",
+            "IMAP4rev2",
+            "SASL-IR",
+            "LITERAL+",
+            "ID",
+            "ENABLE",
+            "IDLE",
+        ];
         let may_login = self.tls || self.shared.settings.allow_plaintext_auth;
         if self.account.is_none() {
             if !self.tls && self.shared.tls.is_some() {
@@ -41,6 +49,10 @@ impl Session {
                 "QUOTA",
                 "QUOTA=RES-STORAGE",
                 "UTF8=ACCEPT",
+                "BINARY",
+                "SEARCHRES",
+                "OBJECTID",
+                "SAVEDATE",
             ]);
             if self.shared.settings.compress && !self.compressed {
                 caps.push("COMPRESS=DEFLATE");

@@ -41,7 +41,11 @@ impl Session {
             return Reply::no("Not logged in");
         };
         match user.create(&name, special).await {
-            Ok(()) => Reply::ok("CREATE completed"),
+            // OBJECTID (RFC 8474 section 4.1): the new mailbox's id.
+            Ok(()) => match user.mailbox_id(&name).await {
+                Ok(id) => Reply::ok("CREATE completed").code(format!("MAILBOXID ({id})")),
+                Err(_) => Reply::ok("CREATE completed"),
+            },
             Err(e) => e.into(),
         }
     }
@@ -56,25 +60,27 @@ mod tests {
         let h = Harness::new().await;
         let mut s = h.session(true);
         h.login(&mut s).await;
-        assert_eq!(
-            h.run(&mut s, "a CREATE Work/2024/\r\n").await,
-            "a OK CREATE completed\r\n"
-        );
+        let created = |tag: &str, out: &str| {
+            // OBJECTID (RFC 8474): the new mailbox's MAILBOXID comes with the OK.
+            out.starts_with(&format!("{tag} OK [MAILBOXID (M"))
+                && out.ends_with(")] CREATE completed\r\n")
+        };
+        let out = h.run(&mut s, "a CREATE Work/2024/\r\n").await;
+        assert!(created("a", &out), "{out}");
         assert_eq!(
             h.run(&mut s, "b CREATE Work/2024\r\n").await,
             "b NO [ALREADYEXISTS] Mailbox already exists\r\n"
         );
-        assert_eq!(
-            h.run(&mut s, "c CREATE \"Old Mail\" (USE (\\Archive))\r\n")
-                .await,
-            "c OK CREATE completed\r\n"
-        );
+        let out = h
+            .run(&mut s, "c CREATE \"Old Mail\" (USE (\\Archive))\r\n")
+            .await;
+        assert!(created("c", &out), "{out}");
         let out = h.run(&mut s, "d CREATE Stuff (USE (\\Bogus))\r\n").await;
         assert!(out.starts_with("d NO [USEATTR]"), "{out}");
         let out = h.run(&mut s, "e CREATE INBOX\r\n").await;
         assert!(out.starts_with("e NO"), "{out}");
         let out = h.run(&mut s, "f CREATE &Jjo-\r\n").await;
-        assert_eq!(out, "f OK CREATE completed\r\n");
+        assert!(created("f", &out), "{out}");
         let out = h.run(&mut s, "g CREATE &Jjo\r\n").await;
         assert!(
             out.starts_with("g NO [CANNOT]"),

@@ -17,8 +17,18 @@ impl Session {
                     self.enabled.condstore = true;
                 }
                 "UTF8=ACCEPT" => self.enabled.utf8 = true,
+                // RFC 9051 section 5.1: IMAP4rev2 names mailboxes in UTF-8, as UTF8=ACCEPT.
+                "IMAP4REV2" => {
+                    self.enabled.rev2 = true;
+                    self.enabled.utf8 = true;
+                }
                 _ => continue,
             }
+            let name = if name == "IMAP4REV2" {
+                "IMAP4rev2".to_string()
+            } else {
+                name
+            };
             if !enabled.contains(&name) {
                 enabled.push(name);
             }

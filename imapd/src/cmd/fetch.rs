@@ -147,17 +147,14 @@ impl Session {
         out: &mut Out<'_>,
     ) -> Reply {
         let sync = if uid { Sync::Full } else { Sync::NoExpunge };
-        let items: Vec<MessageDataItemName<'_>> = match items {
+        let mut items: Vec<MessageDataItemName<'_>> = match items {
             MacroOrMessageDataItemNames::Macro(m) => m.expand(),
             MacroOrMessageDataItemNames::MessageDataItemNames(v) => v.clone(),
         };
-        if items.iter().any(|i| {
-            matches!(
-                i,
-                MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. }
-            )
-        }) {
-            return Reply::bad("BINARY is not supported");
+        // OBJECTID/SAVEDATE items: the `UID` in their place goes unless the client asked.
+        let extra = self.objectid.fetch.take();
+        if let Some((_, true)) = &extra {
+            items.retain(|i| !matches!(i, MessageDataItemName::Uid));
         }
         let mut changed_since = None;
         let mut vanished = false;
@@ -281,6 +278,15 @@ impl Session {
             ] => Some(u64::from(*offset)..u64::from(*offset) + u64::from(length.get())),
             _ => None,
         };
+        let objects = match &extra {
+            Some(_) => {
+                let uids: Vec<u32> = selected_idx.iter().map(|&i| sel.msgs[i].uid).collect();
+                user.message_objects(&name, Some(&uids))
+                    .await
+                    .unwrap_or_default()
+            }
+            None => Default::default(),
+        };
         let has_uid = items.iter().any(|i| matches!(i, MessageDataItemName::Uid));
         let has_flags = items
             .iter()
@@ -318,6 +324,13 @@ impl Session {
                 fresh.push((m.uid, p.encode()));
                 parsed = Some(p);
             }
+            let mut tree: Option<Entity> = None;
+            if items.iter().any(super::binary::is_binary)
+                && let Err(reply) =
+                    super::binary::check(&items, raw.as_deref().unwrap_or_default(), &mut tree)
+            {
+                return reply.sync(sync);
+            }
             let b = out.buf();
             b.extend_from_slice(b"* ");
             wire::number(b, (i + 1) as u64);
@@ -334,7 +347,6 @@ impl Session {
                 b.extend_from_slice(b"UID ");
                 wire::number(b, u64::from(m.uid));
             }
-            let mut tree: Option<Entity> = None;
             for item in &items {
                 sep(b);
                 write_item(
@@ -346,6 +358,10 @@ impl Session {
                     parsed.as_ref(),
                     &mut tree,
                 );
+            }
+            for x in extra.iter().flat_map(|(x, _)| x) {
+                sep(b);
+                crate::objectid::write_fetch(b, *x, objects.get(&m.uid));
             }
             if seen_now.contains(&m.uid) && !has_flags {
                 sep(b);
@@ -472,8 +488,7 @@ fn write_item(
                 None => b.extend_from_slice(b"NIL"),
             }
         }
-        // Refused before any output (BINARY is not advertised).
-        I::Binary { .. } | I::BinarySize { .. } => b.extend_from_slice(b"NIL"),
+        I::Binary { .. } | I::BinarySize { .. } => super::binary::write_item(b, item, raw, tree),
     }
 }
 

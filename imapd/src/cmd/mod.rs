@@ -3,6 +3,7 @@
 
 mod append;
 mod authenticate;
+mod binary;
 mod capability;
 mod compress;
 mod copy;

@@ -141,6 +141,18 @@ impl Session {
         out: &mut Out<'_>,
     ) -> Reply {
         let sync = if uid { Sync::Full } else { Sync::NoExpunge };
+        // IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 section 6.4.4).
+        let rev2_default = SearchReturn {
+            all: true,
+            ..Default::default()
+        };
+        let esearch = esearch.or(self.enabled.rev2.then_some(&rev2_default));
+        if esearch.is_some_and(|r| r.save)
+            && let Some(sel) = self.selected.as_mut()
+        {
+            // A failed search saves the empty result (RFC 5182 section 2.1).
+            sel.saved_search.clear();
+        }
         if let Some(Err(reply)) = charset.map(check_charset) {
             return reply.sync_unless_bad(sync);
         }
@@ -161,6 +173,17 @@ impl Session {
             .collect();
         let numbers: Vec<u32> = found.iter().map(|f| if uid { f.1 } else { f.0 }).collect();
         let highest = found.iter().map(|f| f.2).max();
+        if let Some(ret) = esearch.filter(|r| r.save) {
+            let uids: Vec<u32> = found.iter().map(|f| f.1).collect();
+            let saved = crate::searchres::to_save(&uids, ret.min, ret.max, ret.all || ret.count);
+            if let Some(sel) = self.selected.as_mut() {
+                sel.saved_search = saved;
+            }
+            if !(ret.min || ret.max || ret.all || ret.count) {
+                // SAVE alone: no ESEARCH response (RFC 5182 section 2.1).
+                return Reply::completed("SEARCH", uid, expunged, sync);
+            }
+        }
         match esearch {
             Some(ret) => {
                 let mut line = format!("ESEARCH (TAG \"{tag}\")");

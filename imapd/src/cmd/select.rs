@@ -21,7 +21,7 @@ impl Session {
         out: &mut Out<'_>,
     ) -> Reply {
         // Any SELECT leaves the previous mailbox, even when it fails (RFC 3501).
-        if self.selected.take().is_some() && self.enabled.qresync {
+        if self.selected.take().is_some() && (self.enabled.qresync || self.enabled.rev2) {
             out.untagged("OK [CLOSED] Previous mailbox closed");
         }
         let name = match self.mailbox_name(mailbox) {
@@ -52,10 +52,17 @@ impl Session {
         let Some(user) = self.user() else {
             return Reply::no("Not logged in");
         };
-        let snap = match user.select(&name, read_only).await {
+        let mut snap = match user.select(&name, read_only).await {
             Ok(s) => s,
             Err(e) => return Reply::from(e).sync(Sync::Skip),
         };
+        let rev2 = self.enabled.rev2;
+        if rev2 {
+            // IMAP4rev2 has no \Recent (RFC 9051 appendix E).
+            for m in &mut snap.messages {
+                m.recent = false;
+            }
+        }
         let keywords: BTreeSet<String> = snap
             .messages
             .iter()
@@ -71,19 +78,32 @@ impl Session {
             ));
         }
         out.untagged(&format!("{} EXISTS", snap.messages.len()));
-        out.untagged(&format!(
-            "{} RECENT",
-            snap.messages.iter().filter(|m| m.recent).count()
-        ));
-        if let Some(i) = snap
-            .messages
-            .iter()
-            .position(|m| !m.flags.contains(Flag::Seen))
+        if rev2 {
+            // RFC 9051 section 6.3.2: a LIST response with the name instead of RECENT and
+            // UNSEEN.
+            out.put(b"* LIST () \"/\" ");
+            self.write_name(out.buf(), &name);
+            out.put(b"\r\n");
+        } else {
+            out.untagged(&format!(
+                "{} RECENT",
+                snap.messages.iter().filter(|m| m.recent).count()
+            ));
+        }
+        if !rev2
+            && let Some(i) = snap
+                .messages
+                .iter()
+                .position(|m| !m.flags.contains(Flag::Seen))
         {
             out.untagged(&format!("OK [UNSEEN {}] First unseen", i + 1));
         }
         out.untagged(&format!("OK [UIDVALIDITY {}] UIDs valid", snap.uidvalidity));
         out.untagged(&format!("OK [UIDNEXT {}] Predicted next UID", snap.uidnext));
+        // OBJECTID (RFC 8474 section 4.2).
+        if let Ok(id) = user.mailbox_id(&name).await {
+            out.untagged(&format!("OK [MAILBOXID ({id})] Ok"));
+        }
         out.untagged(&format!(
             "OK [HIGHESTMODSEQ {}] Highest",
             snap.highest_modseq.max(1)
@@ -143,6 +163,7 @@ impl Session {
             vanished: Vec::new(),
             keywords,
             checked: None,
+            saved_search: Vec::new(),
         });
         let (code, cmd) = if read_only {
             ("READ-ONLY", "EXAMINE")

@@ -53,7 +53,9 @@ impl Session {
             (0, 0)
         };
         let mut parts = Vec::new();
-        for item in items {
+        // STATUS MAILBOXID (OBJECTID): the item standing in for it is not reported.
+        let mailboxid = self.objectid.status.as_ref();
+        for item in items.iter().filter(|i| Some(*i) != mailboxid) {
             let (label, value) = match item {
                 StatusDataItemName::Messages => ("MESSAGES", u64::from(st.messages)),
                 StatusDataItemName::Recent => ("RECENT", u64::from(st.recent)),
@@ -67,6 +69,10 @@ impl Session {
                 StatusDataItemName::Size => ("SIZE", st.size),
             };
             parts.push(format!("{label} {value}"));
+        }
+        if mailboxid.is_some() {
+            let id = user.mailbox_id(name).await.map_err(Reply::from)?;
+            parts.push(format!("MAILBOXID ({id})"));
         }
         out.put(b"* STATUS ");
         self.write_name(out.buf(), name);

@@ -5,6 +5,7 @@
 //! this module turns its parts and offsets into the tree those responses and BODY[section]
 //! need.
 
+pub mod binary;
 pub mod envelope;
 pub mod header;
 pub mod parsed;
