@@ -14,11 +14,7 @@ use common::Setup;
 
 /// Scripted tests hermod does not pass yet, each for a reason named here; every other test
 /// must pass. Keep this list short and honest.
-const KNOWN_FAILING: &[&str] = &[
-    // ID with 30 values of 1 KiB (RFC 2971's maxima, ~31 KiB) meets the small command-line
-    // limit before login (hostile-client hardening): BAD "Command line too long".
-    "id",
-];
+const KNOWN_FAILING: &[&str] = &[];
 
 fn env_path(name: &str) -> Option<PathBuf> {
     let path = PathBuf::from(std::env::var_os(name)?);
