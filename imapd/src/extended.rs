@@ -209,6 +209,8 @@ pub struct ListReturn {
     pub children: bool,
     pub special_use: bool,
     pub status: Option<Vec<StatusDataItemName>>,
+    /// MAILBOXID among the STATUS items (OBJECTID, RFC 8474).
+    pub mailboxid: bool,
 }
 
 /// A LIST command in any of its forms.
@@ -345,6 +347,9 @@ fn parse_list(line: &[u8]) -> Result<Extended, Malformed> {
                         let Some(Token::List(items)) = opts.next() else {
                             return Err(Malformed("STATUS needs a list"));
                         };
+                        let (ids, items): (Vec<Token>, Vec<Token>) =
+                            items.into_iter().partition(|t| t.is_atom("MAILBOXID"));
+                        cmd.returns.mailboxid = !ids.is_empty();
                         cmd.returns.status = Some(status_items(&items)?);
                     }
                     _ => return Err(Malformed("unknown LIST return option")),

@@ -32,8 +32,10 @@ pub(crate) enum FetchItem {
 pub(crate) struct Pending {
     /// FETCH: the extra items, and whether the `UID` put in their place is ours only.
     pub fetch: Option<(Vec<FetchItem>, bool)>,
-    /// STATUS MAILBOXID: the item standing in for it (not to be reported).
-    pub status: Option<StatusDataItemName>,
+    /// STATUS MAILBOXID: the item standing in for it (not to be reported), if any.
+    pub status_placeholder: Option<StatusDataItemName>,
+    /// STATUS or LIST-STATUS asked for MAILBOXID.
+    pub status_mailboxid: bool,
 }
 
 /// Search keys taking a string argument: a word after them is their argument, not a key.
@@ -200,6 +202,10 @@ impl Session {
             (StatusDataItemName::UidValidity, "UIDVALIDITY"),
             (StatusDataItemName::Messages, "MESSAGES"),
             (StatusDataItemName::UidNext, "UIDNEXT"),
+            (StatusDataItemName::Unseen, "UNSEEN"),
+            (StatusDataItemName::Size, "SIZE"),
+            (StatusDataItemName::Deleted, "DELETED"),
+            (StatusDataItemName::Recent, "RECENT"),
         ]
         .into_iter()
         .find(|(_, n)| !asked.iter().any(|a| a == n.as_bytes()))?;
@@ -218,7 +224,8 @@ impl Session {
                 text: name.into(),
             });
         }
-        self.objectid.status = Some(placeholder);
+        self.objectid.status_placeholder = Some(placeholder);
+        self.objectid.status_mailboxid = true;
         Some(apply(line, edits))
     }
 
@@ -393,6 +400,25 @@ mod tests {
         assert!(out.contains(&format!("EMAILID ({first})")), "{out}");
         let out = h.run(&mut s, "h CREATE Third\r\n").await;
         assert!(out.starts_with("h OK [MAILBOXID (M"), "{out}");
+        // LIST-STATUS with MAILBOXID, alone or with other items.
+        let out = h
+            .run(&mut s, "i LIST \"\" Other RETURN (STATUS (MAILBOXID))\r\n")
+            .await;
+        assert!(
+            out.contains(&format!("* STATUS Other (MAILBOXID ({other_id}))\r\n")),
+            "{out}"
+        );
+        let out = h
+            .run(
+                &mut s,
+                "j LIST \"\" Other RETURN (STATUS (MAILBOXID UIDVALIDITY))\r\n",
+            )
+            .await;
+        assert!(out.contains("* STATUS Other (UIDVALIDITY "), "{out}");
+        assert!(
+            out.contains(&format!(" MAILBOXID ({other_id}))\r\n")),
+            "{out}"
+        );
     }
 
     #[tokio::test]

@@ -164,6 +164,7 @@ impl Session {
             Ok(l) => l,
             Err(e) => return e.into(),
         };
+        self.objectid.status_mailboxid = cmd.returns.mailboxid;
         let want_subscribed = cmd.select.subscribed || cmd.returns.subscribed;
         let subscribed: BTreeSet<String> = if want_subscribed {
             match user.subscriptions().await {

@@ -54,8 +54,8 @@ impl Session {
         };
         let mut parts = Vec::new();
         // STATUS MAILBOXID (OBJECTID): the item standing in for it is not reported.
-        let mailboxid = self.objectid.status.as_ref();
-        for item in items.iter().filter(|i| Some(*i) != mailboxid) {
+        let placeholder = self.objectid.status_placeholder.as_ref();
+        for item in items.iter().filter(|i| Some(*i) != placeholder) {
             let (label, value) = match item {
                 StatusDataItemName::Messages => ("MESSAGES", u64::from(st.messages)),
                 StatusDataItemName::Recent => ("RECENT", u64::from(st.recent)),
@@ -70,7 +70,7 @@ impl Session {
             };
             parts.push(format!("{label} {value}"));
         }
-        if mailboxid.is_some() {
+        if self.objectid.status_mailboxid {
             let id = user.mailbox_id(name).await.map_err(Reply::from)?;
             parts.push(format!("MAILBOXID ({id})"));
         }
