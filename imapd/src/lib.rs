@@ -13,8 +13,11 @@ pub mod extended;
 pub mod framer;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod imap_url;
 pub mod mime;
 pub mod output;
+pub(crate) mod search_context;
+pub mod search_return;
 pub mod sequence;
 pub mod server;
 pub mod session;

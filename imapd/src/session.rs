@@ -126,6 +126,8 @@ pub(crate) struct Selected {
     /// The store's change token at the last look for changes, and when that was; `None`:
     /// the next look compares the disk with the index too.
     pub checked: Option<(ChangeToken, Instant)>,
+    /// Searches kept up to date (CONTEXT=SEARCH).
+    pub contexts: crate::search_context::SearchContexts,
 }
 
 impl Selected {
@@ -465,6 +467,14 @@ impl Session {
                 Ok(Extended::MultiAppend { mailbox, messages }) => {
                     self.multiappend(&mailbox, messages).await
                 }
+                Ok(Extended::Sort { returns, rest }) => {
+                    self.sort_returning(&returns, &rest, &tag, out).await
+                }
+                Ok(Extended::Catenate(append)) => self.catenate(append).await,
+                Ok(Extended::CancelUpdate(tags)) => self.cancel_update(&tags),
+                Ok(Extended::FetchPartial { range, rest }) => {
+                    self.fetch_partial(range, &rest, out).await
+                }
                 Ok(Extended::Search { returns, rest }) => {
                     let rest = extended::quoted_8bit_to_literals(&rest);
                     match CommandCodec::default().decode(&rest) {
@@ -529,6 +539,7 @@ impl Session {
         }
         if reply.sync != Sync::Skip && self.selected.is_some() {
             self.sync(out, reply.sync == Sync::Full).await?;
+            self.update_search_contexts(out).await;
         }
         let status = match reply.status {
             Status::Ok => "OK",
@@ -664,6 +675,7 @@ impl Session {
                     &charset,
                     search_criteria.as_ref(),
                     uid,
+                    None,
                     out,
                 )
                 .await
@@ -938,6 +950,7 @@ impl Session {
                 sel.checked = None;
             }
             self.sync(out, true).await?;
+            self.update_search_contexts(out).await;
         }
         Ok(())
     }
@@ -972,6 +985,7 @@ pub(crate) fn announce_keywords<'a>(
 /// Removes expunged UIDs from the view and tells the client: `* n EXPUNGE` for each, or one
 /// `* VANISHED` with QRESYNC.
 pub(crate) fn report_expunged(sel: &mut Selected, uids: &[u32], qresync: bool, out: &mut Out<'_>) {
+    crate::search_context::report_removed(sel, uids, out);
     let mut removed = Vec::new();
     // Walk downwards so each sequence number is valid when it is sent.
     for &uid in uids.iter().rev() {

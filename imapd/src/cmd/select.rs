@@ -143,6 +143,7 @@ impl Session {
             vanished: Vec::new(),
             keywords,
             checked: None,
+            contexts: Default::default(),
         });
         let (code, cmd) = if read_only {
             ("READ-ONLY", "EXAMINE")
