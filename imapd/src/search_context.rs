@@ -138,7 +138,7 @@ fn remove(sel: &Selected, ctx: &mut SearchContext, gone: &[u32], out: &mut Out<'
                 .iter()
                 .filter_map(|u| order.list.iter().position(|(l, _)| l == u).map(|p| (p, *u)))
                 .collect();
-            at.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            at.sort_unstable_by_key(|a| std::cmp::Reverse(a.0));
             let mut pairs = Vec::with_capacity(at.len());
             for (p, u) in at {
                 order.list.remove(p);

@@ -15,7 +15,7 @@ port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 
 class Conn:
     def __init__(self):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=60)
         self.s = tls_context().wrap_socket(sock, server_hostname="localhost")
         self.buf = b""
         self.line()  # greeting
@@ -56,7 +56,7 @@ class Conn:
             lines.append(line)
 
     def ok(self, tag, text):
-        lines, t = self.command(tag, [text.encode() + b"\r\n"])
+        lines, t = self.command(tag, [f"{tag} {text}\r\n".encode()])
         check(t.startswith(tag.encode() + b" OK"), f"{text}: {t!r} {lines!r}")
         return lines, t
 
