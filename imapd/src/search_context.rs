@@ -39,15 +39,6 @@ pub(crate) struct SortOrder {
     pub list: Vec<(u32, Vec<Value>)>,
 }
 
-impl SortOrder {
-    /// Where a message belongs: after every message that sorts before it (ties in UID
-    /// order, which is sequence order).
-    fn insertion_point(&self, uid: u32, values: &[Value]) -> usize {
-        self.list
-            .partition_point(|(u, v)| compare(v, values, &self.criteria).then(u.cmp(&uid)).is_lt())
-    }
-}
-
 /// The result a kept search starts from.
 pub(crate) enum Kept {
     /// SEARCH: the UIDs found.
@@ -134,14 +125,19 @@ fn remove(sel: &Selected, ctx: &mut SearchContext, gone: &[u32], out: &mut Out<'
             format!("0 {}", sequence::format(&numbers))
         }
         Some(order) => {
-            let mut at: Vec<(usize, u32)> = gone
+            // One pass over the list, not one search per message: an EXPUNGE of many.
+            let gone: BTreeSet<u32> = gone.into_iter().collect();
+            let at: Vec<(usize, u32)> = order
+                .list
                 .iter()
-                .filter_map(|u| order.list.iter().position(|(l, _)| l == u).map(|p| (p, *u)))
+                .enumerate()
+                .filter(|(_, (u, _))| gone.contains(u))
+                .map(|(p, (u, _))| (p, *u))
                 .collect();
-            at.sort_unstable_by_key(|a| std::cmp::Reverse(a.0));
+            order.list.retain(|(u, _)| !gone.contains(u));
             let mut pairs = Vec::with_capacity(at.len());
-            for (p, u) in at {
-                order.list.remove(p);
+            // From the highest position down, so each is right when the client applies it.
+            for &(p, u) in at.iter().rev() {
                 let n = if uid {
                     Some(u)
                 } else {
@@ -237,16 +233,38 @@ async fn add_sorted(
     } else {
         summaries.extend(indexes.iter().map(|&i| (i, Default::default())));
     }
-    for (i, summary) in &summaries {
-        let m = &sel.msgs[*i];
-        let values: Vec<Value> = order
-            .criteria
-            .iter()
-            .map(|c| value(&c.key, m.internal_date, m.size, summary))
-            .collect();
-        let at = order.insertion_point(m.uid, &values);
-        order.list.insert(at, (m.uid, values));
+    let mut new: Vec<(u32, Vec<Value>)> = summaries
+        .iter()
+        .map(|(i, summary)| {
+            let m = &sel.msgs[*i];
+            let values = order
+                .criteria
+                .iter()
+                .map(|c| value(&c.key, m.internal_date, m.size, summary))
+                .collect();
+            (m.uid, values)
+        })
+        .collect();
+    // Sorted, then merged in one pass: many new messages cost no more than a sort.
+    let criteria = &order.criteria;
+    let before = |a: &(u32, Vec<Value>), b: &(u32, Vec<Value>)| {
+        compare(&a.1, &b.1, criteria).then(a.0.cmp(&b.0))
+    };
+    new.sort_by(before);
+    let old = std::mem::take(&mut order.list);
+    let mut merged = Vec::with_capacity(old.len() + new.len());
+    let (mut old, mut new) = (old.into_iter().peekable(), new.into_iter().peekable());
+    loop {
+        let take_new = match (old.peek(), new.peek()) {
+            (Some(o), Some(n)) => before(n, o).is_lt(),
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+            (None, None) => break,
+        };
+        let next = if take_new { new.next() } else { old.next() };
+        merged.extend(next);
     }
+    order.list = merged;
     let added: BTreeSet<u32> = summaries.iter().map(|(i, _)| sel.msgs[*i].uid).collect();
     let mut pairs = Vec::new();
     for (p, (u, _)) in order.list.iter().enumerate() {
@@ -336,12 +354,13 @@ impl Session {
         let mut contexts = std::mem::take(&mut sel.contexts);
         let sel = &*sel;
         let modseq = view_modseq(sel);
+        let vanished: BTreeSet<u32> = sel.vanished.iter().copied().collect();
         for ctx in &mut contexts.0 {
             let changed: Vec<usize> = (0..sel.msgs.len())
                 .filter(|&i| {
                     let m = &sel.msgs[i];
                     (m.uid > ctx.seen_uid || m.modseq > ctx.seen_modseq)
-                        && !sel.vanished.contains(&m.uid)
+                        && !vanished.contains(&m.uid)
                 })
                 .collect();
             let hits = match evaluate(&user, sel, &ctx.key, &changed).await {
