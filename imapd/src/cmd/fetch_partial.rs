@@ -24,10 +24,11 @@ pub fn parse(line: &[u8], uid: bool) -> Option<Result<Extended, Malformed>> {
     }
     let toks = tokenize(line).ok()?;
     let skip = if uid { 3 } else { 2 };
-    if toks.len() != skip + 3 {
+    // The modifiers are the last list, after the set and at least one item token.
+    if toks.len() < skip + 3 {
         return None;
     }
-    let (mods_at, Token::List(mods)) = &toks[skip + 2] else {
+    let (mods_at, Token::List(mods)) = toks.last()? else {
         return None;
     };
     let mut range = None;
@@ -143,6 +144,16 @@ mod tests {
         assert_eq!(
             parse(b"a FETCH 1 BODY[HEADER.FIELDS (PARTIAL)]\r\n", false),
             None
+        );
+        let Some(Ok(Extended::FetchPartial { rest, .. })) = parse(
+            b"a UID FETCH 1:* BODY.PEEK[HEADER.FIELDS (SUBJECT)] (PARTIAL 1:2)\r\n",
+            true,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            rest,
+            b"a UID FETCH 1:* BODY.PEEK[HEADER.FIELDS (SUBJECT)]\r\n"
         );
         assert!(matches!(
             parse(b"a FETCH 1:* FLAGS (PARTIAL 1:*)\r\n", false),
