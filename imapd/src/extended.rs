@@ -226,16 +226,8 @@ pub struct ListCommand {
     pub extended: bool,
 }
 
-/// ESEARCH result options (RFC 4731).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SearchReturn {
-    pub min: bool,
-    pub max: bool,
-    pub all: bool,
-    pub count: bool,
-    /// SAVE (SEARCHRES, RFC 5182).
-    pub save: bool,
-}
+/// ESEARCH result options (RFC 4731, RFC 5267, RFC 9394).
+pub use crate::search_return::ReturnOptions as SearchReturn;
 
 /// A command read here instead of by imap-codec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,6 +247,20 @@ pub enum Extended {
     MultiAppend {
         mailbox: Vec<u8>,
         messages: Vec<AppendMessage>,
+    },
+    /// `SORT RETURN (...)` (ESORT, CONTEXT=SORT): the options, and the command without them.
+    Sort {
+        returns: SearchReturn,
+        rest: Vec<u8>,
+    },
+    /// APPEND with CATENATE (RFC 4469), one or more messages.
+    Catenate(crate::cmd::catenate::CatenateAppend),
+    /// CANCELUPDATE (RFC 5267 section 4.3.3): the tags of the searches to stop updating.
+    CancelUpdate(Vec<String>),
+    /// FETCH with the PARTIAL modifier (RFC 9394): the page, and the command without it.
+    FetchPartial {
+        range: crate::search_return::PartialRange,
+        rest: Vec<u8>,
     },
 }
 
@@ -285,8 +291,14 @@ pub fn parse(line: &[u8]) -> Option<Result<Extended, Malformed>> {
     match (name.as_slice(), uid) {
         (b"LIST", false) => Some(parse_list(line)),
         (b"SEARCH", _) => parse_search(line, uid),
+        (b"SORT", _) => crate::search_return::split_return(line, uid)
+            .map(|r| r.map(|(returns, rest)| Extended::Sort { returns, rest })),
         (b"CREATE", false) => parse_create(line),
-        (b"APPEND", false) => parse_multiappend(line),
+        (b"APPEND", false) => crate::cmd::catenate::parse(line)
+            .map(|r| r.map(Extended::Catenate))
+            .or_else(|| parse_multiappend(line)),
+        (b"CANCELUPDATE", false) => Some(crate::search_context::parse_cancel(line)),
+        (b"FETCH", _) => crate::cmd::fetch_partial::parse(line, uid),
         _ => None,
     }
 }
@@ -388,39 +400,8 @@ pub fn status_items(items: &[Token]) -> Result<Vec<StatusDataItemName>, Malforme
 }
 
 fn parse_search(line: &[u8], uid: bool) -> Option<Result<Extended, Malformed>> {
-    let toks = match tokenize(line) {
-        Ok(t) => t,
-        // Let imap-codec judge lines this lexer cannot read.
-        Err(_) => return None,
-    };
-    let skip = if uid { 3 } else { 2 };
-    let (ret_at, ret) = toks.get(skip)?;
-    if !ret.is_atom("RETURN") {
-        return None;
-    }
-    let Some((_, Token::List(opts))) = toks.get(skip + 1) else {
-        return Some(Err(Malformed("RETURN needs a list")));
-    };
-    let mut returns = SearchReturn::default();
-    for o in opts {
-        match o {
-            t if t.is_atom("MIN") => returns.min = true,
-            t if t.is_atom("MAX") => returns.max = true,
-            t if t.is_atom("ALL") => returns.all = true,
-            t if t.is_atom("COUNT") => returns.count = true,
-            t if t.is_atom("SAVE") => returns.save = true,
-            _ => return Some(Err(Malformed("unknown SEARCH return option"))),
-        }
-    }
-    if opts.is_empty() {
-        returns.all = true;
-    }
-    let Some((criteria_at, _)) = toks.get(skip + 2) else {
-        return Some(Err(Malformed("missing search criteria")));
-    };
-    let mut rest = line[..*ret_at].to_vec();
-    rest.extend_from_slice(&line[*criteria_at..]);
-    Some(Ok(Extended::Search { returns, rest }))
+    crate::search_return::split_return(line, uid)
+        .map(|r| r.map(|(returns, rest)| Extended::Search { returns, rest }))
 }
 
 /// APPEND with two or more messages; a single one is left to imap-codec.

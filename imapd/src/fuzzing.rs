@@ -296,6 +296,11 @@ pub fn extended(data: &[u8]) {
     let _ = extended::tokenize(data);
     let _ = extended::parse(data);
     let _ = extended::quoted_8bit_to_literals(data);
+    // The IMAP URLs CATENATE reads, and their sections.
+    let _ = crate::imap_url::parse(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::imap_url::parse_section(text);
+    }
     if let Ok(tokens) = extended::tokenize(data) {
         let items: Vec<_> = tokens.into_iter().map(|(_, t)| t).collect();
         let _ = extended::status_items(&items);

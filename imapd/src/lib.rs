@@ -13,10 +13,13 @@ pub mod extended;
 pub mod framer;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod imap_url;
 pub mod mime;
 pub mod objectid;
 pub mod output;
 pub mod rev2;
+pub(crate) mod search_context;
+pub mod search_return;
 pub mod searchres;
 pub mod sequence;
 pub mod server;

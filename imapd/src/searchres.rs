@@ -290,6 +290,7 @@ mod tests {
             keywords: Default::default(),
             checked: None,
             saved_search: saved.to_vec(),
+            contexts: Default::default(),
         }
     }
 

@@ -128,6 +128,8 @@ pub(crate) struct Selected {
     pub checked: Option<(ChangeToken, Instant)>,
     /// UIDs of the last `SEARCH RETURN (SAVE)` (SEARCHRES, RFC 5182): what `$` means.
     pub saved_search: Vec<u32>,
+    /// Searches kept up to date (CONTEXT=SEARCH).
+    pub contexts: crate::search_context::SearchContexts,
 }
 
 impl Selected {
@@ -476,6 +478,14 @@ impl Session {
                 Ok(Extended::MultiAppend { mailbox, messages }) => {
                     self.multiappend(&mailbox, messages).await
                 }
+                Ok(Extended::Sort { returns, rest }) => {
+                    self.sort_returning(&returns, &rest, &tag, out).await
+                }
+                Ok(Extended::Catenate(append)) => self.catenate(append).await,
+                Ok(Extended::CancelUpdate(tags)) => self.cancel_update(&tags),
+                Ok(Extended::FetchPartial { range, rest }) => {
+                    self.fetch_partial(range, &rest, out).await
+                }
                 Ok(Extended::Search { returns, rest }) => {
                     let rest = extended::quoted_8bit_to_literals(&rest);
                     match CommandCodec::default().decode(&rest) {
@@ -540,6 +550,7 @@ impl Session {
         }
         if reply.sync != Sync::Skip && self.selected.is_some() {
             self.sync(out, reply.sync == Sync::Full).await?;
+            self.update_search_contexts(out).await;
         }
         let status = match reply.status {
             Status::Ok => "OK",
@@ -675,6 +686,7 @@ impl Session {
                     &charset,
                     search_criteria.as_ref(),
                     uid,
+                    None,
                     out,
                 )
                 .await
@@ -953,6 +965,7 @@ impl Session {
                 sel.checked = None;
             }
             self.sync(out, true).await?;
+            self.update_search_contexts(out).await;
         }
         Ok(())
     }
@@ -987,6 +1000,7 @@ pub(crate) fn announce_keywords<'a>(
 /// Removes expunged UIDs from the view and tells the client: `* n EXPUNGE` for each, or one
 /// `* VANISHED` with QRESYNC.
 pub(crate) fn report_expunged(sel: &mut Selected, uids: &[u32], qresync: bool, out: &mut Out<'_>) {
+    crate::search_context::report_removed(sel, uids, out);
     let mut removed = Vec::new();
     // Walk downwards so each sequence number is valid when it is sent.
     for &uid in uids.iter().rev() {

@@ -308,6 +308,82 @@ Content-Transfer-Encoding: 8bit\r\n\r\nHallo Bob, schöne Grüße!\r\n";
         assert_eq!(out, "p NO [TRYCREATE] Mailbox does not exist\r\n");
     }
 
+    /// MULTIAPPEND with synchronizing literals: a continuation for each, one APPENDUID set.
+    #[tokio::test]
+    async fn multiappend_with_sync_literals() {
+        let h = Harness::new().await;
+        let mut s = h.selected("Drafts").await;
+        let (a, b, c) = (message("a", "1"), message("b", "2"), message("c", "3"));
+        let out = h
+            .run(
+                &mut s,
+                &format!(
+                    "m APPEND Drafts {{{}}}\r\n{a} (\\Seen) {{{}}}\r\n{b} {{{}+}}\r\n{c}\r\n",
+                    a.len(),
+                    b.len(),
+                    c.len()
+                ),
+            )
+            .await;
+        assert_eq!(
+            out.matches("+ Ready for literal data\r\n").count(),
+            2,
+            "{out}"
+        );
+        assert!(out.contains("* 3 EXISTS\r\n"), "{out}");
+        assert!(out.contains(" 1:3] APPEND completed\r\n"), "{out}");
+        let user = h.user().await;
+        assert_eq!(user.read("Drafts", 3).await.unwrap(), c.as_bytes());
+    }
+
+    /// An error in any message (bad date, empty message, quota for all of them together,
+    /// a literal over the limit) adds none of them.
+    #[tokio::test]
+    async fn multiappend_all_or_none() {
+        let h = Harness::with_settings(crate::session::Settings {
+            max_literal: 1_300_000,
+            ..Default::default()
+        })
+        .await;
+        let mut s = h.session(true);
+        h.login(&mut s).await;
+        let a = message("a", "1");
+        let big = "x".repeat(600_000);
+        let too_big = "x".repeat(1_300_001);
+        for (tag, second, want) in [
+            (
+                "d",
+                format!("\"99-Foo-2021 10:00:00 +0000\" {{{}+}}\r\n{a}", a.len()),
+                "d BAD",
+            ),
+            ("e", "{0+}\r\n".to_string(), "e NO"),
+            (
+                "q",
+                format!("{{{}+}}\r\n{big}", big.len()),
+                "q NO [OVERQUOTA]",
+            ),
+            (
+                "t",
+                format!("{{{}+}}\r\n{too_big}", too_big.len()),
+                "t NO [TOOBIG]",
+            ),
+        ] {
+            let first = if tag == "q" { &big } else { &a };
+            let out = h
+                .run(
+                    &mut s,
+                    &format!(
+                        "{tag} APPEND Drafts {{{}+}}\r\n{first} {second}\r\n",
+                        first.len()
+                    ),
+                )
+                .await;
+            assert!(out.starts_with(want), "{tag}: {out}");
+            let st = h.user().await.status("Drafts").await.unwrap();
+            assert_eq!(st.messages, 0, "{tag}: nothing added");
+        }
+    }
+
     #[tokio::test]
     async fn missing_mailbox_asks_to_create() {
         let h = Harness::new().await;

@@ -363,7 +363,9 @@ mod tests {
         }
         assert!(pattern_matches(&"*a".repeat(120), &name));
         let took = started.elapsed();
-        assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+        // The old backtracking matcher took minutes here; a loaded CI machine may take a
+        // few hundred milliseconds.
+        assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
         // Over the cap (after merging), a pattern is refused.
         assert!(ListPattern::new(&"ab".repeat(MAX_PATTERN_LEN)).is_none());
     }

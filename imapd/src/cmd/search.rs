@@ -8,7 +8,8 @@ use imap_codec::imap_types::search::SearchKey;
 use super::search_eval::{self, Content, View};
 use crate::extended::SearchReturn;
 use crate::output::Out;
-use crate::sequence;
+use crate::search_context::Kept;
+use crate::search_return::{Found, esearch_line};
 use crate::session::{Reply, Selected, Session, Sync};
 
 fn uses_modseq(key: &SearchKey<'_>) -> bool {
@@ -186,43 +187,19 @@ impl Session {
         }
         match esearch {
             Some(ret) => {
-                let mut line = format!("ESEARCH (TAG \"{tag}\")");
-                if uid {
-                    line.push_str(" UID");
+                let items: Vec<Found> = found
+                    .iter()
+                    .zip(&numbers)
+                    .map(|(f, &number)| Found {
+                        number,
+                        modseq: f.2,
+                    })
+                    .collect();
+                out.untagged(&esearch_line(tag, uid, ret, &items, false, with_modseq));
+                if ret.update {
+                    let uids = found.iter().map(|f| f.1).collect();
+                    self.start_search_context(tag, uid, criteria, Kept::Uids(uids), out);
                 }
-                if ret.min
-                    && let Some(n) = numbers.iter().min()
-                {
-                    line.push_str(&format!(" MIN {n}"));
-                }
-                if ret.max
-                    && let Some(n) = numbers.iter().max()
-                {
-                    line.push_str(&format!(" MAX {n}"));
-                }
-                if ret.count {
-                    line.push_str(&format!(" COUNT {}", numbers.len()));
-                }
-                if ret.all && !numbers.is_empty() {
-                    line.push_str(&format!(" ALL {}", sequence::format(&numbers)));
-                }
-                // With only MIN and/or MAX, MODSEQ is that of the messages returned
-                // (RFC 7162 section 3.1.5).
-                let highest = if ret.all || ret.count {
-                    highest
-                } else {
-                    let (lo, hi) = (numbers.iter().min(), numbers.iter().max());
-                    found
-                        .iter()
-                        .zip(&numbers)
-                        .filter(|(_, n)| (ret.min && Some(*n) == lo) || (ret.max && Some(*n) == hi))
-                        .map(|(f, _)| f.2)
-                        .max()
-                };
-                if with_modseq && let Some(h) = highest {
-                    line.push_str(&format!(" MODSEQ {h}"));
-                }
-                out.untagged(&line);
             }
             None => {
                 let b = out.buf();

@@ -164,6 +164,7 @@ impl Session {
             keywords,
             checked: None,
             saved_search: Vec::new(),
+            contexts: Default::default(),
         });
         let (code, cmd) = if read_only {
             ("READ-ONLY", "EXAMINE")

@@ -16,18 +16,20 @@ use crate::mime::header;
 use crate::mime::subject::{base_subject, fold_case};
 use crate::mime::summary::{FirstAddress, Summary, summarize};
 use crate::output::Out;
+use crate::search_context::{Kept, SortOrder};
+use crate::search_return::{Found, ReturnOptions, esearch_line};
 use crate::session::{Reply, Session, Sync};
 use crate::wire;
 
 /// The value of one sort key for one message.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Value {
+pub(crate) enum Value {
     Number(i64),
     Text(String),
 }
 
 /// Whether a key needs the message's header (ARRIVAL and SIZE come from the index).
-fn needs_header(key: &SortKey) -> bool {
+pub(crate) fn needs_header(key: &SortKey) -> bool {
     !matches!(key, SortKey::Arrival | SortKey::Size)
 }
 
@@ -46,7 +48,7 @@ fn display(a: &Option<FirstAddress>) -> Value {
 }
 
 /// The value of `key` for a message: its index metadata and header summary.
-fn value(key: &SortKey, internal_date: i64, size: u64, s: &Summary) -> Value {
+pub(crate) fn value(key: &SortKey, internal_date: i64, size: u64, s: &Summary) -> Value {
     match key {
         SortKey::Arrival => Value::Number(internal_date),
         SortKey::Size => Value::Number(i64::try_from(size).unwrap_or(i64::MAX)),
@@ -63,16 +65,19 @@ fn value(key: &SortKey, internal_date: i64, size: u64, s: &Summary) -> Value {
 /// Orders `items` (in sequence order, each with one value per criterion) by the criteria;
 /// ties keep sequence order because the sort is stable.
 fn order<T>(items: &mut [(T, Vec<Value>)], criteria: &[SortCriterion]) {
-    items.sort_by(|(_, a), (_, b)| {
-        for (i, c) in criteria.iter().enumerate() {
-            let o = a[i].cmp(&b[i]);
-            let o = if c.reverse { o.reverse() } else { o };
-            if o != Ordering::Equal {
-                return o;
-            }
+    items.sort_by(|(_, a), (_, b)| compare(a, b, criteria));
+}
+
+/// How two messages' values compare under the criteria (equal: keep sequence order).
+pub(crate) fn compare(a: &[Value], b: &[Value], criteria: &[SortCriterion]) -> Ordering {
+    for (i, c) in criteria.iter().enumerate() {
+        let o = a[i].cmp(&b[i]);
+        let o = if c.reverse { o.reverse() } else { o };
+        if o != Ordering::Equal {
+            return o;
         }
-        Ordering::Equal
-    });
+    }
+    Ordering::Equal
 }
 
 impl Session {
@@ -109,6 +114,7 @@ impl Session {
         charset: &Charset<'_>,
         search: &[SearchKey<'_>],
         uid: bool,
+        esort: Option<(&ReturnOptions, &str)>,
         out: &mut Out<'_>,
     ) -> Reply {
         // Sequence numbers in the answer: no EXPUNGE may be sent with it (RFC 3501 7.4.1).
@@ -140,6 +146,32 @@ impl Session {
             })
             .collect();
         order(&mut items, criteria);
+        if let Some((returns, tag)) = esort {
+            let found: Vec<Found> = items
+                .iter()
+                .map(|(i, _)| Found {
+                    number: if uid {
+                        sel.msgs[*i].uid
+                    } else {
+                        (*i + 1) as u32
+                    },
+                    modseq: sel.msgs[*i].modseq,
+                })
+                .collect();
+            let line = esearch_line(tag, uid, returns, &found, true, matches.with_modseq);
+            out.untagged(&line);
+            if returns.update {
+                let order = SortOrder {
+                    criteria: criteria.to_vec(),
+                    list: items
+                        .into_iter()
+                        .map(|(i, values)| (sel.msgs[i].uid, values))
+                        .collect(),
+                };
+                self.start_search_context(tag, uid, search, Kept::Sorted(order), out);
+            }
+            return Reply::completed("SORT", uid, expunged || matches.expunged, sync);
+        }
 
         let b = out.buf();
         b.extend_from_slice(b"* SORT");
