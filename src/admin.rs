@@ -220,17 +220,17 @@ pub async fn deliver(
             return Ok(ExitCode::from(EX_TEMPFAIL));
         }
     };
-    // Read at most one byte more than the limit: enough to know the message is too big.
-    let mut message = Vec::new();
-    {
-        use tokio::io::AsyncReadExt;
-        let mut stdin = tokio::io::stdin().take(limit.saturating_add(1));
-        if let Err(e) = stdin.read_to_end(&mut message).await {
+    // Read at most one byte more than the limit: enough to know the message is too big. A
+    // big message goes to a spool file as it is read, never whole into memory.
+    let spool = hermod_mda::lda::spool_dir();
+    let input = match hermod_mda::lda::read_input(tokio::io::stdin(), limit, &spool).await {
+        Ok(input) => input,
+        Err(e) => {
             eprintln!("hermod deliver: 451 4.3.0 cannot read the message: {e}");
             return Ok(ExitCode::from(EX_TEMPFAIL));
         }
-    }
-    let code = hermod_mda::deliver_stdin(&ctx, recipient, sender, &message).await;
+    };
+    let code = hermod_mda::lda::deliver_input(&ctx, recipient, sender, input).await;
     Ok(ExitCode::from(code))
 }
 

@@ -3,15 +3,20 @@
 //! One connection per message: LHLO, MAIL, one RCPT per recipient, DATA with the message
 //! dot-stuffed, then one reply per accepted recipient, which is what makes LMTP better than
 //! SMTP for this: every recipient gets its own verdict.
+//!
+//! A big queued message (a file under `queue/messages/`) is sent from its file a chunk at a
+//! time, dot-stuffed as it goes ([`StuffedFile`], shared with the SMTP client), never read
+//! whole.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hermod_common::net::{Line, read_line};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::delivery::{DeliveryError, LocalDelivery};
+use crate::outbound::body::{self, FileMessage, OutgoingContent, StuffedFile};
 
 /// Longest reply line read from the server.
 const MAX_REPLY_LINE: usize = 4096;
@@ -91,7 +96,7 @@ impl LmtpClient {
         &self,
         sender: &str,
         recipients: &[String],
-        message: &[u8],
+        message: OutgoingContent<'_>,
     ) -> Result<Vec<Result<(), DeliveryError>>, LmtpError> {
         match &self.address {
             LmtpAddress::Tcp(addr) => {
@@ -117,7 +122,7 @@ impl LmtpClient {
         stream: S,
         sender: &str,
         recipients: &[String],
-        message: &[u8],
+        message: OutgoingContent<'_>,
     ) -> Result<Vec<Result<(), DeliveryError>>, LmtpError> {
         let mut conn = BufReader::new(stream);
         let all = |reply: ServerReply| -> Vec<Result<(), DeliveryError>> {
@@ -137,7 +142,7 @@ impl LmtpClient {
         if !lhlo.is_positive() {
             return Ok(all(lhlo));
         }
-        let eight_bit = !message.is_ascii() && lhlo.text.to_ascii_uppercase().contains("8BITMIME");
+        let eight_bit = message.eight_bit() && lhlo.text.to_ascii_uppercase().contains("8BITMIME");
         let utf8 = !(sender.is_ascii() && recipients.iter().all(|r| r.is_ascii()))
             && lhlo.text.to_ascii_uppercase().contains("SMTPUTF8");
         let mut mail = format!("MAIL FROM:<{sender}>");
@@ -177,7 +182,10 @@ impl LmtpClient {
                 .map(|r| r.unwrap_or_else(|| Err(reply.clone().into_error())))
                 .collect());
         }
-        self.send(&mut conn, &dot_stuff(message)).await?;
+        match message {
+            OutgoingContent::Memory(m) => self.send(&mut conn, &dot_stuff(m)).await?,
+            OutgoingContent::File(f) => self.send_file(&mut conn, f).await?,
+        }
         // One reply per accepted recipient, in RCPT order (RFC 2033 4.2).
         for slot in results.iter_mut().filter(|r| r.is_none()) {
             let reply = self.reply(&mut conn).await?;
@@ -204,6 +212,21 @@ impl LmtpClient {
             conn.get_mut().flush().await
         })
         .await??;
+        Ok(())
+    }
+
+    /// Sends a message file as DATA content, a chunk at a time. A read error drops the
+    /// connection before the end line, so the server discards the transaction.
+    async fn send_file<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        conn: &mut BufReader<S>,
+        message: &FileMessage,
+    ) -> Result<(), LmtpError> {
+        let mut file = StuffedFile::open(message.path()).await?;
+        let mut part = Vec::with_capacity(body::CHUNK + body::CHUNK / 8);
+        while file.next_part(&mut part).await? {
+            self.send(conn, &part).await?;
+        }
         Ok(())
     }
 
@@ -262,6 +285,41 @@ impl LocalDelivery for LmtpClient {
         sender: &str,
         recipients: &[String],
         message: &[u8],
+    ) -> Vec<Result<(), DeliveryError>> {
+        self.deliver_content(sender, recipients, OutgoingContent::Memory(message))
+            .await
+    }
+
+    /// A big queued message: looked at once for its 8-bit content, then sent from its file.
+    async fn deliver_file_many(
+        &self,
+        sender: &str,
+        recipients: &[String],
+        path: &Path,
+        _after_restart: bool,
+    ) -> Vec<Result<(), DeliveryError>> {
+        match FileMessage::scan_async(path).await {
+            Ok(file) => {
+                self.deliver_content(sender, recipients, OutgoingContent::File(&file))
+                    .await
+            }
+            Err(e) => {
+                let reply = format!("451 4.3.0 cannot read the queued message: {e}");
+                recipients
+                    .iter()
+                    .map(|_| Err(DeliveryError::temporary(reply.clone())))
+                    .collect()
+            }
+        }
+    }
+}
+
+impl LmtpClient {
+    async fn deliver_content(
+        &self,
+        sender: &str,
+        recipients: &[String],
+        message: OutgoingContent<'_>,
     ) -> Vec<Result<(), DeliveryError>> {
         match self.run(sender, recipients, message).await {
             Ok(results) => results,
@@ -402,6 +460,49 @@ mod tests {
         assert!(log.contains("RCPT TO:<ghost@example.org>\r\n"));
         // The message was dot-stuffed and terminated.
         assert!(log.contains("\r\n..hidden\r\nbody\r\n.\r\n"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn a_queue_file_is_sent_dot_stuffed_from_the_file() {
+        let (addr, server) = fake_server(vec![
+            "220 lmtp ready\r\n",
+            "250-mda\r\n250 8BITMIME\r\n",
+            "250 2.1.0 ok\r\n",
+            "250 2.1.5 ok\r\n",
+            "354 go ahead\r\n",
+            "250 2.0.0 delivered\r\n",
+            "--",
+            "221 bye\r\n",
+        ])
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queued");
+        let mut content = "Subject: big\r\n\r\n".to_string();
+        let mut i = 0;
+        while content.len() < 3 * body::CHUNK {
+            content.push_str(&format!(".line {i}\r\nplain {i} \u{e9}\r\n"));
+            i += 1;
+        }
+        content.push_str("..last");
+        std::fs::write(&path, &content).unwrap();
+        let client = LmtpClient::new(LmtpAddress::Tcp(addr), "mx");
+        let results = client
+            .deliver_file_many("s@example.net", &["alice@example.org".into()], &path, false)
+            .await;
+        assert_eq!(results, vec![Ok(())]);
+        let log = server.await.unwrap();
+        // 8-bit content was seen in the file and announced.
+        assert!(
+            log.contains("MAIL FROM:<s@example.net> BODY=8BITMIME\r\n"),
+            "{}",
+            &log[..200]
+        );
+        let data = log.split_once("DATA\r\n").unwrap().1;
+        let expected = String::from_utf8(dot_stuff(content.as_bytes())).unwrap();
+        assert!(
+            data.starts_with(&expected),
+            "the content changed on the way"
+        );
     }
 
     #[tokio::test]

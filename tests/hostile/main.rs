@@ -5,5 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod big_mail;
+mod hashing;
 mod imap;
 mod smtp;

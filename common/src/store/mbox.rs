@@ -2,27 +2,17 @@
 //! compaction. Blocking functions over an already locked file.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::index::DiskState;
-
-/// Headers other tools (mutt, Dovecot, UW) rewrite to store state; ignored when
-/// recognising a message after its file was rewritten.
-const VOLATILE_HEADERS: [&[u8]; 8] = [
-    b"status:",
-    b"x-status:",
-    b"x-keywords:",
-    b"x-uid:",
-    b"x-imap:",
-    b"x-imapbase:",
-    b"content-length:",
-    b"lines:",
-];
+use super::mbox_fingerprint::Builder;
+use super::mbox_stream::{Quoter, Unquoter};
 
 /// True for lines mboxrd quotes: `^>*From `.
-fn is_from_like(line: &[u8]) -> bool {
+#[cfg(test)]
+pub(super) fn is_from_like(line: &[u8]) -> bool {
     let rest = line
         .iter()
         .position(|b| *b != b'>')
@@ -30,7 +20,9 @@ fn is_from_like(line: &[u8]) -> bool {
     rest.starts_with(b"From ")
 }
 
-/// mboxrd quoting: every line matching `^>*From ` gets one more `>`.
+/// mboxrd quoting: every line matching `^>*From ` gets one more `>` (the whole-message
+/// reference for [`Quoter`]).
+#[cfg(test)]
 pub(super) fn quote(msg: &[u8], out: &mut Vec<u8>) {
     for line in msg.split_inclusive(|b| *b == b'\n') {
         if is_from_like(line) {
@@ -41,6 +33,7 @@ pub(super) fn quote(msg: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Reverses [`quote`]: every line matching `^>+From ` loses one `>`.
+#[cfg(test)]
 pub(super) fn unquote(q: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(q.len());
     for line in q.split_inclusive(|b| *b == b'\n') {
@@ -117,78 +110,6 @@ fn parse_from_date(line: &[u8]) -> Option<i64> {
     Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + mi * 60 + s)
 }
 
-/// 64-bit FNV-1a over the message lines (line ends as `\n`), skipping volatile header lines
-/// and their continuations, so a message is still recognised after mutt rewrote it
-/// (`Status:`, `Content-Length:`, `Lines:` added, header block with LF line ends).
-#[derive(Default)]
-struct Builder {
-    from: u64,
-    off: u64,
-    len: u64,
-    quoted_lines: u64,
-    hash: u64,
-    in_header: bool,
-    skipping: bool,
-    date: Option<i64>,
-}
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-impl Builder {
-    fn new(from: u64, off: u64, date: Option<i64>) -> Self {
-        Builder {
-            from,
-            off,
-            hash: FNV_OFFSET,
-            in_header: true,
-            date,
-            ..Default::default()
-        }
-    }
-
-    fn feed(&mut self, line: &[u8]) {
-        self.len += line.len() as u64;
-        if line.first() == Some(&b'>') && is_from_like(line) {
-            self.quoted_lines += 1;
-        }
-        if self.in_header {
-            if line == b"\n" || line == b"\r\n" {
-                self.in_header = false;
-                self.skipping = false;
-            } else if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
-                if self.skipping {
-                    return;
-                }
-            } else {
-                let lower: Vec<u8> = line.iter().take(16).map(u8::to_ascii_lowercase).collect();
-                self.skipping = VOLATILE_HEADERS.iter().any(|h| lower.starts_with(h));
-                if self.skipping {
-                    return;
-                }
-            }
-        }
-        // Line ends count as "\n": mutt rewrites the header block with bare LFs.
-        let text = line
-            .strip_suffix(b"\n")
-            .map_or(line, |l| l.strip_suffix(b"\r").unwrap_or(l));
-        for b in text.iter().chain(line.ends_with(b"\n").then_some(&b'\n')) {
-            self.hash = (self.hash ^ u64::from(*b)).wrapping_mul(FNV_PRIME);
-        }
-    }
-
-    fn finish(self) -> Parsed {
-        Parsed {
-            from: self.from,
-            off: self.off,
-            len: self.len,
-            size: self.len - self.quoted_lines,
-            fingerprint: self.hash,
-            date: self.date,
-        }
-    }
-}
-
 /// One message as found in (or written to) an mbox file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Parsed {
@@ -204,48 +125,105 @@ pub(super) struct Parsed {
     pub date: Option<i64>,
 }
 
+/// Longest `From ` line kept for its date; the rest of a longer one is only skipped.
+const FROM_LINE_MAX: usize = 1024;
+
+/// How much of an mbox is read at a time.
+const CHUNK: usize = 1 << 16;
+
 /// Parses a whole mbox: a line starting with `From ` begins a message; the empty line
 /// before the next one is the separator, not part of the message.
+///
+/// One pass in [`CHUNK`]s with a few bytes of state: a huge mbox or a huge line costs time
+/// in proportion, never memory.
 pub(super) fn parse(file: &File) -> io::Result<Vec<Parsed>> {
-    let mut f = file;
-    f.seek(SeekFrom::Start(0))?;
-    let mut r = BufReader::with_capacity(1 << 16, f);
     let mut out = Vec::new();
     let mut cur: Option<Builder> = None;
-    let mut pending: Option<Vec<u8>> = None;
-    let mut line = Vec::new();
+    // At the start of a line: its first bytes while they may still be `From `.
+    let mut line_start: Option<Vec<u8>> = Some(Vec::with_capacity(5));
+    // Inside a `From ` line: its offset and its first bytes (for the date).
+    let mut from_line: Option<(u64, Vec<u8>)> = None;
+    // A line that is just `\n`, held back: before a `From ` line it is the separator.
+    let mut blank = false;
+    let mut buf = vec![0u8; CHUNK];
     let mut pos = 0u64;
     loop {
-        line.clear();
-        let n = r.read_until(b'\n', &mut line)?;
+        let n = file.read_at(&mut buf, pos)?;
         if n == 0 {
             break;
         }
-        if line.starts_with(b"From ") {
-            if let Some(mut b) = cur.take() {
-                if let Some(p) = pending.take()
-                    && p != b"\n"
-                {
-                    b.feed(&p);
+        let mut i = 0;
+        while i < n {
+            let b = buf[i];
+            let at = pos + i as u64;
+            if let Some((_, line)) = from_line.as_mut() {
+                let end = buf[i..n].iter().position(|c| *c == b'\n');
+                let take = end.map_or(n - i, |e| e + 1);
+                let room = FROM_LINE_MAX.saturating_sub(line.len()).min(take);
+                line.extend_from_slice(&buf[i..i + room]);
+                i += take;
+                if end.is_some() {
+                    let (from, line) = from_line.take().unwrap_or_default();
+                    cur = Some(Builder::new(from, pos + i as u64, parse_from_date(&line)));
+                    line_start = Some(Vec::with_capacity(5));
                 }
-                out.push(b.finish());
+                continue;
             }
-            pending = None;
-            cur = Some(Builder::new(pos, pos + n as u64, parse_from_date(&line)));
-        } else if let Some(b) = cur.as_mut()
-            && let Some(p) = pending.replace(line.clone())
-        {
-            b.feed(&p);
+            if let Some(head) = line_start.as_mut() {
+                i += 1;
+                head.push(b);
+                if head.as_slice() == b"\n" {
+                    if blank && let Some(c) = cur.as_mut() {
+                        c.feed(b"\n");
+                    }
+                    blank = true;
+                    head.clear();
+                } else if head.as_slice() == b"From " {
+                    if let Some(c) = cur.take() {
+                        out.push(c.finish());
+                    }
+                    blank = false;
+                    line_start = None;
+                    from_line = Some((at + 1 - 5, b"From ".to_vec()));
+                } else if !b"From ".starts_with(head) {
+                    if let Some(c) = cur.as_mut() {
+                        if blank {
+                            c.feed(b"\n");
+                        }
+                        c.feed(head);
+                    }
+                    blank = false;
+                    line_start = (b == b'\n').then(|| Vec::with_capacity(5));
+                }
+                continue;
+            }
+            // The middle of a line: through its end.
+            let end = buf[i..n].iter().position(|c| *c == b'\n');
+            let take = end.map_or(n - i, |e| e + 1);
+            if let Some(c) = cur.as_mut() {
+                c.feed(&buf[i..i + take]);
+            }
+            i += take;
+            if end.is_some() {
+                line_start = Some(Vec::with_capacity(5));
+            }
         }
         pos += n as u64;
     }
-    if let Some(mut b) = cur.take() {
-        if let Some(p) = pending.take()
-            && p != b"\n"
-        {
-            b.feed(&p);
+    if let Some((from, line)) = from_line.take() {
+        // A last `From ` line without its line end: an empty message.
+        cur = Some(Builder::new(from, pos, parse_from_date(&line)));
+    } else if let Some(head) = line_start
+        && !head.is_empty()
+        && let Some(c) = cur.as_mut()
+    {
+        if blank {
+            c.feed(b"\n");
         }
-        out.push(b.finish());
+        c.feed(&head);
+    }
+    if let Some(c) = cur.take() {
+        out.push(c.finish());
     }
     Ok(out)
 }
@@ -259,62 +237,157 @@ pub(super) fn state(file: &File) -> io::Result<DiskState> {
     })
 }
 
-/// Appends messages (`(bytes, internal date)`) at the end, quoted, each followed by an
+/// A message to append: in memory, or a header `prefix` followed by the content of a file
+/// (a big delivery, copied a chunk at a time).
+pub(super) enum NewMessage {
+    Bytes(Vec<u8>),
+    File { prefix: Vec<u8>, body: PathBuf },
+}
+
+impl NewMessage {
+    /// Quotes the message into `out`, handing each filled chunk to `sink`.
+    fn quote_into(
+        &self,
+        quoter: &mut Quoter,
+        out: &mut Vec<u8>,
+        mut sink: impl FnMut(&mut Vec<u8>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        match self {
+            NewMessage::Bytes(bytes) => {
+                for piece in bytes.chunks(CHUNK) {
+                    quoter.feed(piece, out);
+                    sink(out)?;
+                }
+            }
+            NewMessage::File { prefix, body } => {
+                quoter.feed(prefix, out);
+                sink(out)?;
+                let mut file = File::open(body)?;
+                let mut buf = vec![0u8; CHUNK];
+                loop {
+                    let n = match file.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    quoter.feed(&buf[..n], out);
+                    sink(out)?;
+                }
+            }
+        }
+        quoter.finish(out);
+        sink(out)
+    }
+}
+
+/// Appends messages (with their internal dates) at the end, quoted, each followed by an
 /// empty line, and fsyncs. Returns where each went; `size` is the original length.
-pub(super) fn append(file: &File, msgs: &[(&[u8], i64)]) -> io::Result<Vec<Parsed>> {
+///
+/// Written as it is quoted, a chunk at a time: a 40 MB message costs a few hundred KiB.
+pub(super) fn append(file: &File, msgs: &[(NewMessage, i64)]) -> io::Result<Vec<Parsed>> {
     let end = file.metadata()?.len();
-    let mut buf = Vec::new();
-    // The previous message must end with an empty line before a new `From `.
-    if end > 0 {
-        let mut tail = [0u8; 2];
-        let n = if end >= 2 { 2 } else { 1 };
-        file.read_exact_at(&mut tail[..n], end - n as u64)?;
-        let tail = &tail[..n];
-        if tail == b"\n\n" || (n == 1 && tail == b"\n") {
-        } else if tail.ends_with(b"\n") {
-            buf.push(b'\n');
-        } else {
-            buf.extend_from_slice(b"\n\n");
+    let mut at = end;
+    let written = (|| {
+        let mut out = Vec::with_capacity(2 * CHUNK);
+        let write = |out: &mut Vec<u8>, at: &mut u64| -> io::Result<()> {
+            file.write_all_at(out, *at)?;
+            *at += out.len() as u64;
+            out.clear();
+            Ok(())
+        };
+        // The previous message must end with an empty line before a new `From `.
+        if end > 0 {
+            let mut tail = [0u8; 2];
+            let n = if end >= 2 { 2 } else { 1 };
+            file.read_exact_at(&mut tail[..n], end - n as u64)?;
+            let tail = &tail[..n];
+            if tail == b"\n\n" || (n == 1 && tail == b"\n") {
+            } else if tail.ends_with(b"\n") {
+                out.push(b'\n');
+            } else {
+                out.extend_from_slice(b"\n\n");
+            }
+            write(&mut out, &mut at)?;
         }
-    }
-    let mut placed = Vec::with_capacity(msgs.len());
-    for (msg, date) in msgs {
-        let from = end + buf.len() as u64;
-        buf.extend_from_slice(from_line(*date).as_bytes());
-        let off = end + buf.len() as u64;
-        let start = buf.len();
-        quote(msg, &mut buf);
-        let len = (buf.len() - start) as u64;
-        // Same fingerprint as `parse` will compute for this entry.
-        let mut b = Builder::new(from, off, Some(*date));
-        for line in buf[start..].split_inclusive(|c| *c == b'\n') {
-            b.feed(line);
+        let mut placed = Vec::with_capacity(msgs.len());
+        for (msg, date) in msgs {
+            let from = at;
+            out.extend_from_slice(from_line(*date).as_bytes());
+            write(&mut out, &mut at)?;
+            let off = at;
+            // Same fingerprint as `parse` will compute for this entry.
+            let mut b = Builder::new(from, off, Some(*date));
+            let mut quoter = Quoter::default();
+            msg.quote_into(&mut quoter, &mut out, |out| {
+                b.feed(out);
+                write(out, &mut at)
+            })?;
+            let len = at - off;
+            if quoter.last.is_some_and(|l| l != b'\n') {
+                out.push(b'\n');
+                b.feed(b"\n");
+            }
+            out.push(b'\n');
+            write(&mut out, &mut at)?;
+            let mut p = b.finish();
+            p.len = len;
+            p.size = quoter.taken;
+            placed.push(p);
         }
-        if !msg.ends_with(b"\n") {
-            buf.push(b'\n');
-            b.feed(b"\n");
-        }
-        buf.push(b'\n');
-        let mut p = b.finish();
-        p.len = len;
-        p.size = msg.len() as u64;
-        placed.push(p);
-    }
-    let mut f = file;
-    f.seek(SeekFrom::Start(end))?;
-    if let Err(e) = f.write_all(&buf).and_then(|()| file.sync_data()) {
+        file.sync_data()?;
+        Ok(placed)
+    })();
+    if written.is_err() {
         // Leave the file as it was: a half-written message must not stay.
         let _ = file.set_len(end);
-        return Err(e);
     }
-    Ok(placed)
+    written
 }
 
 /// The original bytes of the message at `off`/`len`.
 pub(super) fn read(file: &File, off: u64, len: u64) -> io::Result<Vec<u8>> {
-    let mut q = vec![0u8; len as usize];
-    file.read_exact_at(&mut q, off)?;
-    Ok(unquote(&q))
+    read_range(file, off, len, 0..u64::MAX)
+}
+
+/// Bytes `range` of the original message at `off`/`len` (fewer past its end). Unquoted as
+/// it is read, a chunk at a time, and read only up to the end of the range: a partial read
+/// of a big message costs what it returns plus a chunk.
+pub(super) fn read_range(
+    file: &File,
+    off: u64,
+    len: u64,
+    range: std::ops::Range<u64>,
+) -> io::Result<Vec<u8>> {
+    let want = range.end.saturating_sub(range.start);
+    let mut result = Vec::with_capacity(want.min(len) as usize);
+    let mut unquoter = Unquoter::default();
+    let mut buf = vec![0u8; CHUNK.min(len as usize)];
+    let mut plain = Vec::with_capacity(CHUNK);
+    let mut done = 0u64; // quoted bytes read
+    let mut produced = 0u64; // original bytes produced
+    let keep = |plain: &mut Vec<u8>, produced: &mut u64, result: &mut Vec<u8>| {
+        let start = range
+            .start
+            .saturating_sub(*produced)
+            .min(plain.len() as u64) as usize;
+        let stop = range.end.saturating_sub(*produced).min(plain.len() as u64) as usize;
+        result.extend_from_slice(&plain[start..stop.max(start)]);
+        *produced += plain.len() as u64;
+        plain.clear();
+    };
+    while done < len && produced < range.end {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], off + done)?;
+        done += n as u64;
+        unquoter.feed(&buf[..n], &mut plain);
+        keep(&mut plain, &mut produced, &mut result);
+    }
+    if done == len {
+        unquoter.finish(&mut plain);
+        keep(&mut plain, &mut produced, &mut result);
+    }
+    Ok(result)
 }
 
 /// Writes a copy of the mbox `file` at `path` without the byte ranges (sorted, disjoint
@@ -379,8 +452,63 @@ fn copy_range(from: &File, to: &mut File, start: u64, end: u64) -> io::Result<()
 
 #[cfg(test)]
 mod tests {
+    use super::super::mbox_fingerprint::tests::tricky_messages;
     use super::*;
-    use std::io::Read;
+    use std::io::{Seek, SeekFrom};
+
+    #[test]
+    fn big_and_tricky_messages_append_parse_and_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mbox");
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .unwrap();
+        let originals = tricky_messages();
+        // Half from memory, half from files behind a header prefix.
+        let mut msgs = Vec::new();
+        for (i, m) in originals.iter().enumerate() {
+            if i % 2 == 0 {
+                msgs.push((NewMessage::Bytes(m.clone()), 1000 + i as i64));
+            } else {
+                let cut = m.len() / 3;
+                let body = dir.path().join(format!("body{i}"));
+                std::fs::write(&body, &m[cut..]).unwrap();
+                let prefix = m[..cut].to_vec();
+                msgs.push((NewMessage::File { prefix, body }, 1000 + i as i64));
+            }
+        }
+        let placed = append(&f, &msgs[..3]).unwrap();
+        let mut all = placed;
+        all.extend(append(&f, &msgs[3..]).unwrap());
+        let parsed = parse(&f).unwrap();
+        assert_eq!(all, parsed);
+        let whole = std::fs::read(&p).unwrap();
+        for (m, at) in originals.iter().zip(&parsed) {
+            assert_eq!(read(&f, at.off, at.len).unwrap(), *m);
+            assert_eq!(at.size, m.len() as u64);
+            let mut expected = Vec::new();
+            quote(m, &mut expected);
+            assert_eq!(
+                &whole[at.off as usize..(at.off + at.len) as usize],
+                expected
+            );
+            let n = m.len() as u64;
+            for range in [
+                0..10,
+                n / 2..n / 2 + 3 * CHUNK as u64,
+                n - 5..n + 100,
+                n + 1..n + 9,
+            ] {
+                let got = read_range(&f, at.off, at.len, range.clone()).unwrap();
+                let (s, e) = (range.start.min(n) as usize, range.end.min(n) as usize);
+                assert_eq!(got, m[s..e.max(s)], "range {range:?}");
+            }
+        }
+    }
 
     #[test]
     fn mboxrd_quoting_round_trips() {
@@ -423,7 +551,8 @@ mod tests {
             .unwrap();
         let m1: &[u8] = b"Subject: 1\n\nFrom me\nbody\n";
         let m2: &[u8] = b"Subject: 2\r\n\r\n>From you\r\n";
-        let placed = append(&f, &[(m1, 100), (m2, 200)]).unwrap();
+        let new = |m: &[u8], d| (NewMessage::Bytes(m.to_vec()), d);
+        let placed = append(&f, &[new(m1, 100), new(m2, 200)]).unwrap();
         let parsed = parse(&f).unwrap();
         assert_eq!(placed, parsed);
         assert_eq!(read(&f, parsed[0].off, parsed[0].len).unwrap(), m1);

@@ -23,6 +23,9 @@ use super::{
 /// Most appends committed in one index transaction.
 const MAX_BATCH: usize = 512;
 
+/// Most message bytes an mbox COPY or MOVE reads before it appends them.
+const COPY_BATCH_BYTES: u64 = 32 * 1024 * 1024;
+
 /// An append waiting for the committer.
 pub(super) struct PendingAppend {
     mailbox: String,
@@ -37,8 +40,9 @@ pub(super) struct PendingAppend {
 enum PendingData {
     /// Written and fsynced in `tmp/`; the committer renames it.
     Maildir { tmp: PathBuf, base: String },
-    /// The committer appends it under the mbox lock.
-    Mbox(Vec<u8>),
+    /// The committer appends it under the mbox lock (a file is copied there, never read
+    /// whole).
+    Mbox(mbox::NewMessage),
 }
 
 /// The bytes of a new message: in memory, or a header `prefix` followed by a file's content
@@ -191,13 +195,6 @@ fn same_error(e: &StoreError) -> StoreError {
     }
 }
 
-/// The part of `bytes` in `range`, clamped to what is there.
-fn cut(bytes: &[u8], range: Range<u64>) -> &[u8] {
-    let len = bytes.len() as u64;
-    let (start, end) = (range.start.min(len), range.end.min(len));
-    &bytes[start as usize..end.max(start) as usize]
-}
-
 /// Bytes `range` of a file (fewer at its end), without reading the rest.
 fn read_file_range(path: &std::path::Path, range: Range<u64>) -> io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
@@ -255,11 +252,10 @@ fn read_files(
                         lock.insert(l).file()
                     }
                 };
-                // mboxrd quoting shifts offsets: unquote the whole message, then cut.
-                let whole = mbox::read(file, *off, *len)?;
+                // mboxrd quoting shifts offsets: unquoted from the start, up to the range end.
                 Some(match &range {
-                    None => whole,
-                    Some(r) => cut(&whole, r.clone()).to_vec(),
+                    None => mbox::read(file, *off, *len)?,
+                    Some(r) => mbox::read_range(file, *off, *len, r.clone())?,
                 })
             }
         };
@@ -343,16 +339,20 @@ impl Core {
                 .await?;
                 (size, PendingData::Maildir { tmp, base })
             }
-            (MailboxFormat::Mbox, Source::Bytes(message)) => {
-                (message.len() as u64, PendingData::Mbox(message.to_vec()))
-            }
+            (MailboxFormat::Mbox, Source::Bytes(message)) => (
+                message.len() as u64,
+                PendingData::Mbox(mbox::NewMessage::Bytes(message.to_vec())),
+            ),
             (MailboxFormat::Mbox, Source::File { prefix, body }) => {
-                // The mbox writer quotes `From ` lines and fingerprints the message in memory:
-                // a file-backed message is read whole here (Maildir, the default, streams).
-                let mut bytes = prefix.to_vec();
+                // The committer copies the file, quoting as it goes; the caller keeps it in
+                // place until the append is answered.
                 let path = body.to_path_buf();
-                bytes.extend_from_slice(&blocking(move || Ok(std::fs::read(&path)?)).await?);
-                (bytes.len() as u64, PendingData::Mbox(bytes))
+                let len = blocking(move || Ok(std::fs::metadata(&path)?.len())).await?;
+                let data = mbox::NewMessage::File {
+                    prefix: prefix.to_vec(),
+                    body: body.to_path_buf(),
+                };
+                (prefix.len() as u64 + len, PendingData::Mbox(data))
             }
         };
         let (tx, rx) = oneshot::channel();
@@ -504,12 +504,18 @@ impl Core {
     /// Appends a batch to mbox files: per mailbox, under its lock, one write and fsync.
     async fn commit_mbox(&self, batch: Vec<PendingAppend>) -> Vec<Reply> {
         let mut replies = Vec::new();
-        for (name, group) in group_by_mailbox(batch) {
-            let msgs: Vec<(Vec<u8>, i64)> = group
-                .iter()
-                .map(|p| match &p.data {
-                    PendingData::Mbox(b) => (b.clone(), p.date),
-                    PendingData::Maildir { .. } => (Vec::new(), p.date),
+        for (name, mut group) in group_by_mailbox(batch) {
+            // Taken, not copied: a batch of big messages is not held twice.
+            let msgs: Vec<(mbox::NewMessage, i64)> = group
+                .iter_mut()
+                .map(|p| {
+                    let empty = PendingData::Mbox(mbox::NewMessage::Bytes(Vec::new()));
+                    match std::mem::replace(&mut p.data, empty) {
+                        PendingData::Mbox(m) => (m, p.date),
+                        PendingData::Maildir { .. } => {
+                            (mbox::NewMessage::Bytes(Vec::new()), p.date)
+                        }
+                    }
                 })
                 .collect();
             let meta: Vec<(Flags, Vec<String>)> = group
@@ -533,7 +539,7 @@ impl Core {
     async fn mbox_append(
         &self,
         name: &str,
-        msgs: Vec<(Vec<u8>, i64)>,
+        msgs: Vec<(mbox::NewMessage, i64)>,
         meta: Vec<(Flags, Vec<String>)>,
     ) -> Result<Vec<Appended>> {
         let mut w = self.writer.lock().await;
@@ -546,9 +552,8 @@ impl Core {
         let dates: Vec<i64> = msgs.iter().map(|m| m.1).collect();
         let l = lock.clone();
         let (placed, after, len_before) = blocking(move || {
-            let refs: Vec<(&[u8], i64)> = msgs.iter().map(|(b, d)| (b.as_slice(), *d)).collect();
             let len_before = l.file().metadata()?.len();
-            let placed = mbox::append(l.file(), &refs)?;
+            let placed = mbox::append(l.file(), &msgs)?;
             Ok((placed, mbox::state(l.file())?, len_before))
         })
         .await?;
@@ -1206,41 +1211,59 @@ impl Core {
         to: &str,
         is_move: bool,
     ) -> Result<CopyResult> {
-        // Read the sources first (never two mbox locks at once), then append.
+        // Read the sources first (never two mbox locks at once), then append; a batch of
+        // at most COPY_BATCH_BYTES at a time, so `COPY 1:*` of a big mailbox does not hold
+        // the mailbox in memory.
         let src = self.open_mailbox(from).await?;
         let rows = index::message_rows_in(&mut *self.pool.acquire().await?, src.id, uids).await?;
-        let mut msgs = Vec::with_capacity(rows.len());
-        let mut meta = Vec::with_capacity(rows.len());
-        let mut src_uids = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let bytes = match self.read(from, r.meta.uid).await {
-                Ok(b) => b,
-                Err(StoreError::NoSuchMessage(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            msgs.push((bytes, r.meta.internal_date));
-            meta.push((r.meta.flags, r.meta.keywords.clone()));
-            src_uids.push(r.meta.uid);
+        let mut pairs = Vec::with_capacity(rows.len());
+        let mut uidvalidity = None;
+        let mut rest = &rows[..];
+        while !rest.is_empty() {
+            let mut n = 1;
+            let mut bytes = rest[0].meta.size;
+            while n < rest.len() && bytes + rest[n].meta.size <= COPY_BATCH_BYTES {
+                bytes += rest[n].meta.size;
+                n += 1;
+            }
+            let (batch, later) = rest.split_at(n);
+            rest = later;
+            let mut msgs = Vec::with_capacity(batch.len());
+            let mut meta = Vec::with_capacity(batch.len());
+            let mut src_uids = Vec::with_capacity(batch.len());
+            for r in batch {
+                let bytes = match self.read(from, r.meta.uid).await {
+                    Ok(b) => b,
+                    Err(StoreError::NoSuchMessage(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                msgs.push((mbox::NewMessage::Bytes(bytes), r.meta.internal_date));
+                meta.push((r.meta.flags, r.meta.keywords.clone()));
+                src_uids.push(r.meta.uid);
+            }
+            if msgs.is_empty() {
+                continue;
+            }
+            let appended = self.mbox_append(to, msgs, meta).await?;
+            uidvalidity = uidvalidity.or(appended.first().map(|a| a.uidvalidity));
+            pairs.extend(
+                src_uids
+                    .into_iter()
+                    .zip(appended.into_iter().map(|a| a.uid)),
+            );
         }
-        if msgs.is_empty() {
-            let dst = self.resolve(to).await?;
-            return Ok(CopyResult {
-                uidvalidity: dst.uidvalidity,
-                pairs: Vec::new(),
-            });
+        let uidvalidity = match uidvalidity {
+            Some(v) => v,
+            None => self.resolve(to).await?.uidvalidity,
+        };
+        if is_move && !pairs.is_empty() {
+            let moved: Vec<Uid> = pairs.iter().map(|p| p.0).collect();
+            self.expunge_mbox(from, Some(&moved), false).await?;
         }
-        let appended = self.mbox_append(to, msgs, meta).await?;
-        if is_move {
-            self.expunge_mbox(from, Some(&src_uids), false).await?;
+        if !pairs.is_empty() {
+            self.notifier.touch();
         }
-        self.notifier.touch();
-        Ok(CopyResult {
-            uidvalidity: appended.first().map_or(0, |a| a.uidvalidity),
-            pairs: src_uids
-                .into_iter()
-                .zip(appended.into_iter().map(|a| a.uid))
-                .collect(),
-        })
+        Ok(CopyResult { uidvalidity, pairs })
     }
 }
 

@@ -16,6 +16,8 @@ mod index;
 mod lock;
 mod maildir;
 mod mbox;
+mod mbox_fingerprint;
+mod mbox_stream;
 mod messages;
 mod name;
 mod objectid;

@@ -191,6 +191,22 @@ impl SpoolFile {
         })
     }
 
+    /// A spool file in `dir` for content stored exactly as given ([`SpoolFile::write_as_is`]):
+    /// `hermod deliver` keeps line endings as they come.
+    pub fn create_in(dir: &Path) -> io::Result<SpoolFile> {
+        SpoolFile::create(dir)
+    }
+
+    /// Appends `bytes` unchanged.
+    pub fn write_as_is(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_raw(bytes)
+    }
+
+    /// Makes what was written durable.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+
     /// Appends `chunk` (not ending in CR) with its line endings made canonical.
     fn append(&mut self, chunk: &[u8]) -> io::Result<()> {
         if chunk.is_empty() {

@@ -91,6 +91,45 @@ impl FileMessage {
     }
 }
 
+/// A message file as DATA content: read a [`CHUNK`] at a time and dot-stuffed as it goes,
+/// ending with the `.` line. The SMTP client ([`super::connection`]) and the LMTP client
+/// ([`crate::lmtp_client`]) both send big queued messages through it.
+pub struct StuffedFile {
+    file: tokio::fs::File,
+    stuffer: DotStuffer,
+    piece: Vec<u8>,
+    finished: bool,
+}
+
+impl StuffedFile {
+    pub async fn open(path: &Path) -> io::Result<StuffedFile> {
+        Ok(StuffedFile {
+            file: tokio::fs::File::open(path).await?,
+            stuffer: DotStuffer::default(),
+            piece: vec![0u8; CHUNK],
+            finished: false,
+        })
+    }
+
+    /// Puts the next part of the DATA content into `out` (emptied first); false once the
+    /// whole content, end line included, was given.
+    pub async fn next_part(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+        use tokio::io::AsyncReadExt;
+        out.clear();
+        if self.finished {
+            return Ok(false);
+        }
+        let n = self.file.read(&mut self.piece).await?;
+        if n == 0 {
+            self.stuffer.finish(out);
+            self.finished = true;
+        } else {
+            self.stuffer.stuff(&self.piece[..n], out);
+        }
+        Ok(true)
+    }
+}
+
 /// Dot-stuffing over pieces of a message (the same output as
 /// [`crate::lmtp_client::dot_stuff`] on the whole): a `.` at the start of a line gets
 /// another one, wherever the pieces are cut.
@@ -164,6 +203,25 @@ mod tests {
                 assert_eq!(out, whole, "end {end} step {step}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_stuffed_file_gives_the_dot_stuffed_content_in_bounded_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let mut content = Vec::new();
+        while content.len() < 3 * CHUNK {
+            content.extend_from_slice(b".line\r\nx\r\n");
+        }
+        content.extend_from_slice(b"..end");
+        std::fs::write(&path, &content).unwrap();
+        let mut file = StuffedFile::open(&path).await.unwrap();
+        let (mut all, mut part) = (Vec::new(), Vec::new());
+        while file.next_part(&mut part).await.unwrap() {
+            assert!(part.len() <= 2 * CHUNK, "part of {} bytes", part.len());
+            all.extend_from_slice(&part);
+        }
+        assert_eq!(all, dot_stuff(&content));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
-use super::body::{self, DotStuffer, FileMessage, OutgoingContent};
+use super::body::{self, FileMessage, OutgoingContent, StuffedFile};
 use super::client::{
     Capabilities, Needs, Next, OutgoingMessage, OutgoingRecipient, RecipientReply, Transaction,
     mail_command, rcpt_command, unsuitable_server,
@@ -501,7 +501,7 @@ impl SmtpConnection {
         limit: Duration,
     ) -> Result<(), ConnectionFailure> {
         let stage = "sending message body";
-        let mut file = match tokio::fs::File::open(message.path()).await {
+        let mut file = match StuffedFile::open(message.path()).await {
             Ok(f) => f,
             Err(e) => {
                 // Nothing sent yet would end the data cleanly: drop the connection, the
@@ -511,25 +511,17 @@ impl SmtpConnection {
                 return Err(self.wire.lost(stage));
             }
         };
-        let mut stuffer = DotStuffer::default();
-        let mut piece = vec![0u8; body::CHUNK];
         let mut out = Vec::with_capacity(body::CHUNK + body::CHUNK / 8);
         loop {
-            let n = match file.read(&mut piece).await {
-                Ok(n) => n,
+            match file.next_part(&mut out).await {
+                Ok(true) => self.wire.write(&out, limit, stage).await?,
+                Ok(false) => return Ok(()),
                 Err(e) => {
                     tracing::error!(path = %message.path().display(), error = %e, "cannot read queued message");
                     self.closing = true;
                     return Err(self.wire.lost(stage));
                 }
-            };
-            out.clear();
-            if n == 0 {
-                stuffer.finish(&mut out);
-                return self.wire.write(&out, limit, stage).await;
             }
-            stuffer.stuff(&piece[..n], &mut out);
-            self.wire.write(&out, limit, stage).await?;
         }
     }
 
