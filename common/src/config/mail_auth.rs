@@ -33,6 +33,38 @@ pub struct MailAuthConfig {
     /// DKIM-sign mail leaving for remote domains from authenticated users and `mynetworks`,
     /// with the keys under `<data_dir>/dkim/<domain>/`.
     pub sign: bool,
+    /// Honour the MTA-STS policies (RFC 8461) of the domains we send to.
+    pub mta_sts: bool,
+    /// The MTA-STS policy hermod serves for its own domains at
+    /// `https://mta-sts.<domain>/.well-known/mta-sts.txt` (the HTTP listener): `testing`
+    /// (report only), `enforce`, or `none`.
+    pub mta_sts_mode: StsMode,
+    /// MX host patterns of that policy; empty: `myhostname`.
+    pub mta_sts_mx: Vec<String>,
+    /// `max_age` of that policy, in seconds.
+    pub mta_sts_max_age: u64,
+    /// Where other servers send TLS reports (RFC 8460) about our domains, printed by
+    /// `hermod dns` as the `_smtp._tls` record; empty: `mailto:postmaster@<domain>`.
+    pub tls_rpt_rua: Vec<String>,
+}
+
+/// The mode of the MTA-STS policy hermod publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StsMode {
+    Enforce,
+    Testing,
+    None,
+}
+
+impl StsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StsMode::Enforce => "enforce",
+            StsMode::Testing => "testing",
+            StsMode::None => "none",
+        }
+    }
 }
 
 impl Default for MailAuthConfig {
@@ -50,6 +82,11 @@ impl Default for MailAuthConfig {
             iprev: true,
             refuse_local_spoofing: true,
             sign: true,
+            mta_sts: true,
+            mta_sts_mode: StsMode::Testing,
+            mta_sts_mx: Vec::new(),
+            mta_sts_max_age: 604_800,
+            tls_rpt_rua: Vec::new(),
         }
     }
 }
@@ -58,7 +95,7 @@ impl MailAuthConfig {
     /// The section as `hermod check-config` prints it.
     pub fn render(&self) -> String {
         format!(
-            "\n[auth]\nverify = {}\nverify_mynetworks = {}\nspf = {}\nspf_refuse_fail = {}\ndkim = {}\ndmarc = {}\ndmarc_reject = {}\ndmarc_quarantine = {}\narc = {}\niprev = {}\nrefuse_local_spoofing = {}\nsign = {}\n",
+            "\n[auth]\nverify = {}\nverify_mynetworks = {}\nspf = {}\nspf_refuse_fail = {}\ndkim = {}\ndmarc = {}\ndmarc_reject = {}\ndmarc_quarantine = {}\narc = {}\niprev = {}\nrefuse_local_spoofing = {}\nsign = {}\nmta_sts = {}\nmta_sts_mode = \"{}\"\nmta_sts_mx = {:?}\nmta_sts_max_age = {}\ntls_rpt_rua = {:?}\n",
             self.verify,
             self.verify_mynetworks,
             self.spf,
@@ -70,7 +107,12 @@ impl MailAuthConfig {
             self.arc,
             self.iprev,
             self.refuse_local_spoofing,
-            self.sign
+            self.sign,
+            self.mta_sts,
+            self.mta_sts_mode.as_str(),
+            self.mta_sts_mx,
+            self.mta_sts_max_age,
+            self.tls_rpt_rua
         )
     }
 }

@@ -6,6 +6,7 @@
 //! - [`results`]: `Authentication-Results` fields: removing forged ones, the quarantine mark.
 //! - [`policy`]: what to do with the results (refuse, quarantine, deliver).
 //! - [`sign`]: DKIM signatures with the keys of [`keys`] (`<data_dir>/dkim/`).
+//! - [`mta_sts`]: recipient domains' MTA-STS policies, for the outbound runner.
 //!
 //! The SMTP session calls [`MailAuth::check_sender`] at MAIL FROM and
 //! [`MailAuth::check_message`] at the end of DATA (through its backend), nothing else.
@@ -15,6 +16,7 @@
 //! a message is signed once, not at every delivery attempt.
 
 pub mod keys;
+pub mod mta_sts;
 pub mod policy;
 pub mod results;
 pub mod sign;
