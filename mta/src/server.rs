@@ -108,15 +108,28 @@ async fn run<D: LocalDelivery>(
     shutdown.spawn(runner.run(token));
 
     // Remote recipients: the outbound engine (src/outbound) works on the same queue.
-    let (outbound_ctx, outbound_queue, outbound_shutdown) =
-        (ctx.clone(), queue.clone(), shutdown.clone());
+    let reports = backend.reports();
+    let (outbound_ctx, outbound_queue, outbound_shutdown, outbound_reports) = (
+        ctx.clone(),
+        queue.clone(),
+        shutdown.clone(),
+        reports.clone(),
+    );
     shutdown.spawn(async move {
-        let result =
-            crate::outbound::run_outbound(outbound_ctx, outbound_queue, outbound_shutdown).await;
+        let result = crate::outbound::run_outbound(
+            outbound_ctx,
+            outbound_queue,
+            outbound_shutdown,
+            Some(outbound_reports),
+        )
+        .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "outbound delivery stopped");
         }
     });
+
+    // DMARC and TLS reports (off by default): results flushed to disk, reports queued daily.
+    shutdown.spawn(reports.run(ctx.clone(), queue.clone(), shutdown.token().clone()));
 
     let postmaster_domain = postmaster_domain(&ctx).await?;
     let mut loops = JoinSet::new();
@@ -321,6 +334,11 @@ impl ServerBackend {
             queue,
             mail_auth,
         })
+    }
+
+    /// The mail authentication reports this backend records into.
+    pub fn reports(&self) -> Arc<crate::auth::reports::Reports> {
+        self.mail_auth.reports()
     }
 
     /// Expands the local recipients through the directory (aliases, `+detail`, catch-all,

@@ -663,3 +663,87 @@ async fn a_message_big_enough_to_be_spooled_is_verified_too() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn dmarc_aggregate_reports_count_results_and_go_to_authorized_destinations() {
+    use hermod_mta::auth::reports::store::ReportStore;
+    use hermod_mta::auth::reports::today;
+    use hermod_mta::queue::QueuedContent;
+    use mail_auth::report::{ActionDisposition, DmarcResult, Report};
+
+    let r = rig(|c| c.dmarc_reports = true).await;
+    for domain in ["sender.test", "other.test"] {
+        r.dns.txt(domain, &format!("v=spf1 ip4:{CLIENT} -all"));
+    }
+    // One destination inside the domain, one outside it that authorized the reports, and
+    // for other.test only a destination that did not.
+    r.dns.txt(
+        "_dmarc.sender.test",
+        "v=DMARC1; p=none; rua=mailto:dmarc@sender.test,mailto:rua@reports.test",
+    );
+    r.dns
+        .txt("sender.test._report._dmarc.reports.test", "v=DMARC1");
+    r.dns.txt(
+        "_dmarc.other.test",
+        "v=DMARC1; p=none; rua=mailto:x@unauthorized.test",
+    );
+    let msg =
+        |from: &str| format!("From: x@{from}\r\nTo: bob@hermod.test\r\nSubject: s\r\n\r\nbody\r\n");
+    for _ in 0..2 {
+        accepted(
+            r.receive("x@sender.test", msg("sender.test").as_bytes())
+                .await,
+        );
+    }
+    accepted(
+        r.receive("x@other.test", msg("other.test").as_bytes())
+            .await,
+    );
+
+    let ctx = Context::open(r.config.clone()).await.unwrap();
+    let queue = hermod_mta::Queue::open(hermod_mta::queue_dir(&ctx.config))
+        .await
+        .unwrap();
+    let store = ReportStore::open(&r.tmp.path().join("reports.db"))
+        .await
+        .unwrap();
+    let reports = r.auth.reports();
+    reports.flush(&store).await;
+    assert_eq!(
+        reports.send_due(&store, &ctx, &queue, today()).await,
+        0,
+        "a day's report waits for the day to end"
+    );
+    assert_eq!(reports.send_due(&store, &ctx, &queue, today() + 1).await, 1);
+    assert!(
+        store.due(today() + 1).await.unwrap().is_empty(),
+        "rows cleared"
+    );
+
+    let queued = queue.list().await.unwrap();
+    assert_eq!(queued.len(), 1);
+    let mut to: Vec<String> = queued[0]
+        .recipients
+        .iter()
+        .map(|r| r.address.clone())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["dmarc@sender.test", "rua@reports.test"]);
+    assert_eq!(
+        queued[0].sender,
+        format!("postmaster@{}", r.config.myorigin)
+    );
+    let QueuedContent::Memory(content) = queue.content(&queued[0].id).await.unwrap() else {
+        panic!("a small report is stored inline");
+    };
+    let report = Report::parse_rfc5322(&content, 1 << 20).expect("a DMARC aggregate report");
+    assert_eq!(report.domain(), "sender.test");
+    assert_eq!(report.org_name(), "mx.hermod.test");
+    assert_eq!(report.records().len(), 1);
+    let record = &report.records()[0];
+    assert_eq!(record.count(), 2);
+    assert_eq!(record.source_ip(), Some(CLIENT.parse().unwrap()));
+    assert_eq!(record.action_disposition(), ActionDisposition::Pass);
+    assert_eq!(record.dmarc_spf_result(), DmarcResult::Pass);
+    assert_eq!(record.header_from(), "sender.test");
+}

@@ -274,3 +274,120 @@ async fn a_domain_without_a_record_is_delivered_as_before() {
     );
     w.stop().await;
 }
+
+#[tokio::test]
+async fn tls_reports_count_sessions_per_policy_and_are_sent_to_the_domains_rua() {
+    use hermod_mta::auth::reports::store::ReportStore;
+    use hermod_mta::auth::reports::{Reports, today};
+    use hermod_mta::outbound::OutboundRunner;
+    use mail_auth::report::tlsrpt::{PolicyType, ResultType, TlsReport};
+
+    let w = World::new(|c, _, _| c.mail_auth.tls_reports = true).await;
+    w.dns.mx("remote.test", 10, "mx1.remote.test");
+    w.dns.address("mx1.remote.test", "127.0.0.62");
+    w.dns.txt("_mta-sts.remote.test", "v=STSv1; id=r1");
+    w.dns.address("mta-sts.remote.test", "127.0.0.61");
+    w.dns.txt(
+        "_smtp._tls.remote.test",
+        "v=TLSRPTv1; rua=mailto:tls@reports.test",
+    );
+    // A domain with TLS reporting but no MTA-STS, whose server offers no STARTTLS.
+    w.dns.mx("plain.test", 10, "mx.plain.test");
+    w.dns.address("mx.plain.test", "127.0.0.63");
+    w.dns.txt(
+        "_smtp._tls.plain.test",
+        "v=TLSRPTv1; rua=mailto:tls@reports.test",
+    );
+    w.dns.mx("reports.test", 10, "mx.reports.test");
+    w.dns.address("mx.reports.test", "127.0.0.64");
+    let (_d1, policy_tls, policy_cert) = certificate("mta-sts.remote.test");
+    let (_d2, mx_tls, mx_cert) = certificate("mx1.remote.test");
+    let _server = PolicyServer::start(
+        w.at("127.0.0.61"),
+        policy_tls,
+        &policy("enforce", "mx1.remote.test"),
+    )
+    .await;
+    let remote = Sink::start(
+        w.at("127.0.0.62"),
+        SinkOptions {
+            tls: Some(mx_tls),
+            ..SinkOptions::default()
+        },
+    )
+    .await;
+    let plain = Sink::start(w.at("127.0.0.63"), SinkOptions::default()).await;
+    let collector = Sink::start(w.at("127.0.0.64"), SinkOptions::default()).await;
+
+    let mut settings = w.settings();
+    settings.mta_sts_port = w.port;
+    settings.extra_roots = vec![policy_cert, mx_cert];
+    let signing = Arc::new(hermod_mta::auth::sign::DkimSigning::new(
+        hermod_mta::auth::keys::KeyStore::new(&w.ctx.config.data_dir),
+    ));
+    let reports: Arc<Reports> = Reports::new(&w.ctx.config, signing).unwrap();
+    let runner = OutboundRunner::with_reports(
+        w.ctx.clone(),
+        w.queue.clone(),
+        settings,
+        Some(reports.clone()),
+    )
+    .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    w.send("alice@hermod.test", &["bob@remote.test"], MESSAGE)
+        .await;
+    w.send("alice@hermod.test", &["bob@plain.test"], MESSAGE)
+        .await;
+    wait_for("both deliveries", async || {
+        (remote.count() == 1 && plain.count() == 1).then_some(())
+    })
+    .await;
+
+    let store = ReportStore::open(&w.tmp.path().join("reports.db"))
+        .await
+        .unwrap();
+    reports.flush(&store).await;
+    assert_eq!(
+        reports
+            .send_due(&store, &w.ctx, &w.queue, today() + 1)
+            .await,
+        2
+    );
+    let got = wait_for("both reports", async || {
+        (collector.count() == 2).then(|| collector.messages())
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap();
+
+    let mut by_domain = std::collections::HashMap::new();
+    for m in got {
+        assert_eq!(m.recipients, ["tls@reports.test"]);
+        let report = TlsReport::parse_rfc5322(&m.content, 1 << 20).expect("a TLS report");
+        assert_eq!(report.policies.len(), 1);
+        let p = report.policies[0].clone();
+        by_domain.insert(p.policy.policy_domain.clone(), p);
+    }
+    let sts = &by_domain["remote.test"];
+    assert_eq!(sts.policy.policy_type, PolicyType::Sts);
+    assert_eq!(sts.policy.mx_host, ["mx1.remote.test"]);
+    assert_eq!(
+        (sts.summary.total_success, sts.summary.total_failure),
+        (1, 0)
+    );
+    let none = &by_domain["plain.test"];
+    assert_eq!(none.policy.policy_type, PolicyType::NoPolicyFound);
+    assert_eq!(
+        (none.summary.total_success, none.summary.total_failure),
+        (0, 1)
+    );
+    assert_eq!(
+        none.failure_details[0].result_type,
+        ResultType::StartTlsNotSupported
+    );
+    assert_eq!(
+        none.failure_details[0].receiving_mx_hostname.as_deref(),
+        Some("mx.plain.test")
+    );
+}

@@ -46,6 +46,14 @@ pub struct MailAuthConfig {
     /// Where other servers send TLS reports (RFC 8460) about our domains, printed by
     /// `hermod dns` as the `_smtp._tls` record; empty: `mailto:postmaster@<domain>`.
     pub tls_rpt_rua: Vec<String>,
+    /// Send DMARC aggregate reports (RFC 7489 7.2) once a day to domains that ask (`rua=`).
+    pub dmarc_reports: bool,
+    /// Send TLS reports (RFC 8460) once a day to the domains we deliver to that ask.
+    pub tls_reports: bool,
+    /// The organization named in reports; empty: `myhostname`.
+    pub report_org_name: String,
+    /// From and envelope sender of reports; empty: `postmaster@<myorigin>`.
+    pub report_from: String,
 }
 
 /// The mode of the MTA-STS policy hermod publishes.
@@ -87,6 +95,10 @@ impl Default for MailAuthConfig {
             mta_sts_mx: Vec::new(),
             mta_sts_max_age: 604_800,
             tls_rpt_rua: Vec::new(),
+            dmarc_reports: false,
+            tls_reports: false,
+            report_org_name: String::new(),
+            report_from: String::new(),
         }
     }
 }
@@ -95,7 +107,7 @@ impl MailAuthConfig {
     /// The section as `hermod check-config` prints it.
     pub fn render(&self) -> String {
         format!(
-            "\n[auth]\nverify = {}\nverify_mynetworks = {}\nspf = {}\nspf_refuse_fail = {}\ndkim = {}\ndmarc = {}\ndmarc_reject = {}\ndmarc_quarantine = {}\narc = {}\niprev = {}\nrefuse_local_spoofing = {}\nsign = {}\nmta_sts = {}\nmta_sts_mode = \"{}\"\nmta_sts_mx = {:?}\nmta_sts_max_age = {}\ntls_rpt_rua = {:?}\n",
+            "\n[auth]\nverify = {}\nverify_mynetworks = {}\nspf = {}\nspf_refuse_fail = {}\ndkim = {}\ndmarc = {}\ndmarc_reject = {}\ndmarc_quarantine = {}\narc = {}\niprev = {}\nrefuse_local_spoofing = {}\nsign = {}\nmta_sts = {}\nmta_sts_mode = \"{}\"\nmta_sts_mx = {:?}\nmta_sts_max_age = {}\ntls_rpt_rua = {:?}\ndmarc_reports = {}\ntls_reports = {}\nreport_org_name = {:?}\nreport_from = {:?}\n",
             self.verify,
             self.verify_mynetworks,
             self.spf,
@@ -112,7 +124,11 @@ impl MailAuthConfig {
             self.mta_sts_mode.as_str(),
             self.mta_sts_mx,
             self.mta_sts_max_age,
-            self.tls_rpt_rua
+            self.tls_rpt_rua,
+            self.dmarc_reports,
+            self.tls_reports,
+            self.report_org_name,
+            self.report_from
         )
     }
 }

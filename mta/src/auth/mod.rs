@@ -7,6 +7,7 @@
 //! - [`policy`]: what to do with the results (refuse, quarantine, deliver).
 //! - [`sign`]: DKIM signatures with the keys of [`keys`] (`<data_dir>/dkim/`).
 //! - [`mta_sts`]: recipient domains' MTA-STS policies, for the outbound runner.
+//! - [`reports`]: DMARC aggregate and TLS reports to other domains.
 //!
 //! The SMTP session calls [`MailAuth::check_sender`] at MAIL FROM and
 //! [`MailAuth::check_message`] at the end of DATA (through its backend), nothing else.
@@ -18,6 +19,7 @@
 pub mod keys;
 pub mod mta_sts;
 pub mod policy;
+pub mod reports;
 pub mod results;
 pub mod sign;
 pub mod verify;
@@ -74,12 +76,17 @@ pub struct MailAuth {
     hostname: String,
     verifier: Verifier,
     signing: Arc<sign::DkimSigning>,
+    reports: Arc<reports::Reports>,
 }
 
 impl MailAuth {
     pub fn new(config: &Config) -> Result<Self, AuthSetupError> {
         let resolver =
             crate::outbound::route::resolver(config).map_err(|e| AuthSetupError(e.to_string()))?;
+        let signing = Arc::new(sign::DkimSigning::new(keys::KeyStore::new(
+            &config.data_dir,
+        )));
+        let reports = reports::Reports::new(config, signing.clone()).map_err(AuthSetupError)?;
         Ok(MailAuth {
             config: config.mail_auth.clone(),
             hostname: config.myhostname.clone(),
@@ -88,10 +95,15 @@ impl MailAuth {
                 config.mail_auth.clone(),
                 config.myhostname.clone(),
             ),
-            signing: Arc::new(sign::DkimSigning::new(keys::KeyStore::new(
-                &config.data_dir,
-            ))),
+            signing,
+            reports,
         })
+    }
+
+    /// The report state the SMTP server records into; the daemon runs it and hands it to
+    /// the outbound runner for TLS reports.
+    pub fn reports(&self) -> Arc<reports::Reports> {
+        self.reports.clone()
     }
 
     /// Mail from outside: port 25, not authenticated, not from `mynetworks` (unless asked).
@@ -193,7 +205,19 @@ impl MailAuth {
             }
             let roll = rand::random_range(0..100u8);
             let mut fields = verification.header.clone().into_bytes();
-            match policy::message(&self.config, &verification, from_is_local, roll) {
+            let disposition = policy::message(&self.config, &verification, from_is_local, roll);
+            if let Some(row) = &verification.dmarc_report {
+                use mail_auth::report::ActionDisposition;
+                let action = match (&disposition, &verification.dmarc) {
+                    (policy::Disposition::Refuse(_), _) => ActionDisposition::Reject,
+                    (policy::Disposition::Quarantine, _) => ActionDisposition::Quarantine,
+                    (_, verify::DmarcVerdict::Pass) => ActionDisposition::Pass,
+                    _ => ActionDisposition::None,
+                };
+                let record = row.record.clone().with_action_disposition(action);
+                self.reports.dmarc(&row.domain, &row.target, &record);
+            }
+            match disposition {
                 policy::Disposition::Refuse(reply) => {
                     tracing::info!(client = %facts.ip, from = %facts.sender.escape_debug(),
                         reply = %reply.to_line(), "refused by mail authentication policy");

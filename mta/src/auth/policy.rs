@@ -108,6 +108,7 @@ mod tests {
             from_domain: Some("bank.test".into()),
             from_domains: vec!["bank.test".into()],
             dmarc,
+            dmarc_report: None,
         }
     }
 

@@ -56,6 +56,8 @@ pub struct Verification {
     /// smuggle one of our domains past DMARC, which skips such messages.
     pub from_domains: Vec<String>,
     pub dmarc: DmarcVerdict,
+    /// For the DMARC aggregate report, when reports are on and the domain asks for them.
+    pub dmarc_report: Option<super::reports::DmarcReportRow>,
 }
 
 /// Runs the checks the config turns on.
@@ -92,6 +94,7 @@ impl Verifier {
             from_domain: None,
             from_domains: Vec::new(),
             dmarc: DmarcVerdict::TempError,
+            dmarc_report: None,
         }
     }
 
@@ -145,6 +148,7 @@ impl Verifier {
                 from_domain: None,
                 from_domains: Vec::new(),
                 dmarc: DmarcVerdict::None,
+                dmarc_report: None,
             };
         };
         let from = parsed.from().to_string();
@@ -182,6 +186,7 @@ impl Verifier {
             results = results.with_iprev_result(&iprev, client.ip);
         }
         let mut dmarc_verdict = DmarcVerdict::None;
+        let mut dmarc_report = None;
         if config.dmarc && from_domain.is_some() {
             let spf = sender_auth
                 .mail_from
@@ -225,12 +230,33 @@ impl Verifier {
             if dmarc.dmarc_record().is_some() || temp {
                 results = results.with_dmarc_result(&dmarc);
             }
+            if config.dmarc_reports
+                && let (Some(record), Some(header_from)) = (dmarc.dmarc_record(), &from_domain)
+                && !record.rua.is_empty()
+            {
+                use mail_auth::report::{PolicyPublished, Record, SPFDomainScope};
+                dmarc_report = Some(super::reports::DmarcReportRow {
+                    domain: dmarc.domain().to_ascii_lowercase(),
+                    target: super::reports::DmarcTarget {
+                        rua: record.rua.iter().map(|u| u.uri.clone()).collect(),
+                        policy: PolicyPublished::from_record(dmarc.domain(), record),
+                    },
+                    record: Record::new()
+                        .with_dkim_output(&dkim)
+                        .with_spf_output(&spf, SPFDomainScope::MailFrom)
+                        .with_dmarc_output(&dmarc)
+                        .with_source_ip(client.ip)
+                        .with_header_from(header_from.as_str())
+                        .with_envelope_from(mail_from_domain),
+                });
+            }
         }
         Verification {
             header: results.to_header(),
             from_domain,
             from_domains,
             dmarc: dmarc_verdict,
+            dmarc_report,
         }
     }
 

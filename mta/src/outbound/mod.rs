@@ -55,9 +55,10 @@ pub async fn run_outbound(
     ctx: Arc<Context>,
     queue: Arc<Queue>,
     shutdown: Shutdown,
+    reports: Option<Arc<crate::auth::reports::Reports>>,
 ) -> Result<(), OutboundError> {
     let settings = OutboundSettings::from_config(&ctx.config);
-    let runner = OutboundRunner::new(ctx, queue, settings)?;
+    let runner = OutboundRunner::with_reports(ctx, queue, settings, reports)?;
     runner.run(shutdown.token().clone()).await;
     Ok(())
 }

@@ -27,6 +27,7 @@ use super::settings::OutboundSettings;
 use super::sts;
 use super::tls::TlsClient;
 use crate::auth::mta_sts::{self, Fetcher, MtaSts};
+use crate::auth::reports::{Reports, tls as tls_report};
 use crate::bounce::status_of;
 use crate::envelope::QueueId;
 use crate::queue::report::{DelayWarnings, Reporter};
@@ -81,6 +82,8 @@ struct Shared {
     /// Recipient domains' MTA-STS policies (None: `[auth] mta_sts` is off, or all mail goes
     /// to the relay host).
     mta_sts: Option<MtaSts>,
+    /// Where TLS session outcomes go for TLS reports (the daemon's; None in most tests).
+    reports: Option<Arc<Reports>>,
     /// `(message, recipient position)` of every recipient being delivered, and of those
     /// finished since the last read of the queue (see [`Shared::release`]).
     in_flight: Mutex<HashSet<(QueueId, u32)>>,
@@ -156,6 +159,16 @@ impl OutboundRunner {
         queue: Arc<Queue>,
         settings: OutboundSettings,
     ) -> Result<Self, OutboundError> {
+        Self::with_reports(ctx, queue, settings, None)
+    }
+
+    /// [`OutboundRunner::new`], recording TLS session outcomes into `reports`.
+    pub fn with_reports(
+        ctx: Arc<Context>,
+        queue: Arc<Queue>,
+        settings: OutboundSettings,
+        reports: Option<Arc<Reports>>,
+    ) -> Result<Self, OutboundError> {
         let router = Router::new(&ctx.config, settings.max_addresses)?;
         let tls = TlsClient::new(&settings.extra_roots)?;
         let mta_sts = match (
@@ -183,6 +196,7 @@ impl OutboundRunner {
                 router,
                 tls,
                 mta_sts,
+                reports,
                 in_flight: Mutex::new(HashSet::new()),
                 released: Mutex::new(Vec::new()),
                 active: AtomicUsize::new(0),
@@ -459,10 +473,12 @@ impl Shared {
                 return all(class, failure.reply);
             }
         };
-        let policy = match sts::decide(self.mta_sts.as_ref(), &destination.key, targets).await {
-            Ok(decision) => decision,
-            Err(reply) => return all(Class::Temporary, reply),
-        };
+        let reports = self.reports.as_deref();
+        let policy =
+            match sts::decide(self.mta_sts.as_ref(), reports, &destination.key, targets).await {
+                Ok(decision) => decision,
+                Err(reply) => return all(Class::Temporary, reply),
+            };
         let content = match self.queue.content(&job.message.id).await {
             Ok(QueuedContent::Memory(m)) => Ok(Loaded::Memory(m)),
             Ok(QueuedContent::File(path)) => FileMessage::scan_async(&path)
@@ -567,7 +583,18 @@ impl Shared {
                     if let Some(c) = connection.take() {
                         c.quit().await;
                     }
-                    match self.open(target, policy.require_tls).await {
+                    let opened = self.open(target, policy.require_tls).await;
+                    if let (Some(reports), Some(domain)) = (&self.reports, &policy.domain) {
+                        let outcome = opened.as_ref().map(|c| c.tls());
+                        tls_report::session(
+                            reports,
+                            domain,
+                            policy.policy.as_deref(),
+                            target,
+                            outcome,
+                        );
+                    }
+                    match opened {
                         Ok(c) => *connection = Some(c),
                         Err(failure) => {
                             for &i in &pending {

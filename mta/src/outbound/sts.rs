@@ -6,15 +6,19 @@ use std::sync::Arc;
 use super::connection::Target;
 use super::reply::{RemoteReply, synthetic};
 use super::route::RouteKey;
-use crate::auth::mta_sts::{Lookup, Mode, MtaSts};
+use crate::auth::mta_sts::{Lookup, Mode, MtaSts, Policy};
+use crate::auth::reports::Reports;
+use crate::auth::reports::tls as report;
 
 /// The servers to try under the policy.
 pub struct Decision {
     pub targets: Arc<Vec<Target>>,
     /// The policy is enforced: STARTTLS with a certificate valid for the MX name, or nothing.
     pub require_tls: bool,
-    /// The policy in force, for the log and TLS reports: (domain, mode).
-    pub policy: Option<(String, Mode)>,
+    /// The recipient domain (when MTA-STS applies to it) and its policy, for the log and
+    /// TLS reports.
+    pub domain: Option<String>,
+    pub policy: Option<Arc<Policy>>,
 }
 
 /// The domain whose policy applies: mail routed by MX to a domain name (not the relay host,
@@ -30,18 +34,24 @@ pub fn policy_domain(key: &RouteKey) -> Option<&str> {
 /// attempt is deferred with that reply).
 pub async fn decide(
     sts: Option<&MtaSts>,
+    reports: Option<&Reports>,
     key: &RouteKey,
     targets: Arc<Vec<Target>>,
 ) -> Result<Decision, RemoteReply> {
+    let domain = policy_domain(key).map(str::to_string);
     let unchanged = |targets| Decision {
         targets,
         require_tls: false,
+        domain: domain.clone(),
         policy: None,
     };
     let (Some(sts), Some(domain)) = (sts, policy_domain(key)) else {
         return Ok(unchanged(targets));
     };
-    let Lookup { policy, .. } = sts.lookup(domain).await;
+    let Lookup { policy, failure } = sts.lookup(domain).await;
+    if let (Some(reports), Some((result_type, detail))) = (reports, &failure) {
+        report::policy_failure(reports, domain, result_type, detail);
+    }
     let Some(policy) = policy else {
         return Ok(unchanged(targets));
     };
@@ -51,11 +61,15 @@ pub async fn decide(
             for t in targets.iter().filter(|t| !policy.allows(&t.host)) {
                 tracing::info!(domain = %domain, server = %t,
                     "MTA-STS (testing): MX host not in the policy; delivering anyway");
+                if let Some(reports) = reports {
+                    report::mx_mismatch(reports, domain, &policy, &t.host);
+                }
             }
             Ok(Decision {
                 targets,
                 require_tls: false,
-                policy: Some((domain.to_string(), Mode::Testing)),
+                domain: Some(domain.to_string()),
+                policy: Some(policy),
             })
         }
         Mode::Enforce => {
@@ -68,6 +82,11 @@ pub async fn decide(
                 let hosts: Vec<&str> = targets.iter().map(|t| t.host.as_str()).collect();
                 tracing::warn!(domain = %domain, mx = ?hosts,
                     "MTA-STS (enforce): no MX host matches the policy; deferred");
+                if let Some(reports) = reports {
+                    for host in &hosts {
+                        report::mx_mismatch(reports, domain, &policy, host);
+                    }
+                }
                 // RFC 3463 X.7.5: cryptographic failure, as Postfix's MTA-STS resolvers say.
                 return Err(synthetic(
                     451,
@@ -78,7 +97,8 @@ pub async fn decide(
             Ok(Decision {
                 targets: Arc::new(allowed),
                 require_tls: true,
-                policy: Some((domain.to_string(), Mode::Enforce)),
+                domain: Some(domain.to_string()),
+                policy: Some(policy),
             })
         }
     }
