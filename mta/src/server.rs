@@ -341,6 +341,20 @@ impl ServerBackend {
         self.mail_auth.reports()
     }
 
+    /// Whether an alias sends mail for one of `recipients` to a remote address.
+    async fn forwards_remotely(&self, recipients: &[String]) -> bool {
+        for address in recipients {
+            if let Ok(Some(destinations)) = self.ctx.directory.resolve(address).await
+                && destinations
+                    .iter()
+                    .any(|d| matches!(d, Destination::Remote(_)))
+            {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Expands the local recipients through the directory (aliases, `+detail`, catch-all,
     /// postmaster) so the queue holds mailboxes to deliver to and remote addresses to send to.
     /// The address as given is kept as ORCPT for DSNs.
@@ -471,9 +485,12 @@ impl SessionBackend for ServerBackend {
 
     async fn check_message(
         &self,
-        facts: crate::auth::MessageFacts,
+        mut facts: crate::auth::MessageFacts,
         message: Vec<u8>,
     ) -> crate::auth::MessageOutcome {
+        if self.mail_auth.seals(&facts) {
+            facts.forwarded = self.forwards_remotely(&facts.local_recipients).await;
+        }
         self.mail_auth.check_message(facts, message, self).await
     }
 

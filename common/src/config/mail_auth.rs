@@ -26,6 +26,9 @@ pub struct MailAuthConfig {
     pub dmarc_quarantine: bool,
     /// Verify the ARC chain (RFC 8617).
     pub arc: bool,
+    /// Seal mail from the internet that an alias forwards to a remote address with an ARC
+    /// set (RFC 8617), using the RSA DKIM key of `mydomain`.
+    pub arc_seal: bool,
     /// Reverse DNS of the client, confirmed forward (RFC 8601 `iprev`).
     pub iprev: bool,
     /// Refuse mail from outside whose From is one of our domains and does not pass DMARC.
@@ -87,6 +90,7 @@ impl Default for MailAuthConfig {
             dmarc_reject: true,
             dmarc_quarantine: true,
             arc: true,
+            arc_seal: true,
             iprev: true,
             refuse_local_spoofing: true,
             sign: true,
@@ -107,7 +111,7 @@ impl MailAuthConfig {
     /// The section as `hermod check-config` prints it.
     pub fn render(&self) -> String {
         format!(
-            "\n[auth]\nverify = {}\nverify_mynetworks = {}\nspf = {}\nspf_refuse_fail = {}\ndkim = {}\ndmarc = {}\ndmarc_reject = {}\ndmarc_quarantine = {}\narc = {}\niprev = {}\nrefuse_local_spoofing = {}\nsign = {}\nmta_sts = {}\nmta_sts_mode = \"{}\"\nmta_sts_mx = {:?}\nmta_sts_max_age = {}\ntls_rpt_rua = {:?}\ndmarc_reports = {}\ntls_reports = {}\nreport_org_name = {:?}\nreport_from = {:?}\n",
+            "\n[auth]\nverify = {}\nverify_mynetworks = {}\nspf = {}\nspf_refuse_fail = {}\ndkim = {}\ndmarc = {}\ndmarc_reject = {}\ndmarc_quarantine = {}\narc = {}\narc_seal = {}\niprev = {}\nrefuse_local_spoofing = {}\nsign = {}\nmta_sts = {}\nmta_sts_mode = \"{}\"\nmta_sts_mx = {:?}\nmta_sts_max_age = {}\ntls_rpt_rua = {:?}\ndmarc_reports = {}\ntls_reports = {}\nreport_org_name = {:?}\nreport_from = {:?}\n",
             self.verify,
             self.verify_mynetworks,
             self.spf,
@@ -117,6 +121,7 @@ impl MailAuthConfig {
             self.dmarc_reject,
             self.dmarc_quarantine,
             self.arc,
+            self.arc_seal,
             self.iprev,
             self.refuse_local_spoofing,
             self.sign,

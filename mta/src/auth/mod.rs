@@ -5,6 +5,7 @@
 //! - [`verify`]: the checks, on mail-auth with a resolver built from `[dns]`.
 //! - [`results`]: `Authentication-Results` fields: removing forged ones, the quarantine mark.
 //! - [`policy`]: what to do with the results (refuse, quarantine, deliver).
+//! - [`arc_seal`]: ARC sets on mail forwarded through an alias to a remote address.
 //! - [`sign`]: DKIM signatures with the keys of [`keys`] (`<data_dir>/dkim/`).
 //! - [`mta_sts`]: recipient domains' MTA-STS policies, for the outbound runner.
 //! - [`reports`]: DMARC aggregate and TLS reports to other domains.
@@ -16,6 +17,7 @@
 //! outbound path sends those bytes unchanged, so the signature covers the message as sent, and
 //! a message is signed once, not at every delivery attempt.
 
+pub mod arc_seal;
 pub mod keys;
 pub mod mta_sts;
 pub mod policy;
@@ -47,6 +49,11 @@ pub struct MessageFacts {
     pub relay_allowed: bool,
     /// At least one recipient is in a remote domain.
     pub remote_recipients: bool,
+    /// Recipients in our domains (bounded by the recipient limit), to tell forwarded mail.
+    pub local_recipients: Vec<String>,
+    /// An alias of ours sends the message on to a remote address (set by the backend, which
+    /// knows the directory): it gets an ARC seal.
+    pub forwarded: bool,
     /// SPF found at MAIL FROM.
     pub sender_auth: SenderAuth,
     /// Length of our own trace fields (Received) at the start of the message: our results go
@@ -74,6 +81,9 @@ pub struct AuthSetupError(String);
 pub struct MailAuth {
     config: MailAuthConfig,
     hostname: String,
+    /// Whose key seals forwarded mail (`mydomain`).
+    seal_domain: String,
+    keys: keys::KeyStore,
     verifier: Verifier,
     signing: Arc<sign::DkimSigning>,
     reports: Arc<reports::Reports>,
@@ -90,6 +100,8 @@ impl MailAuth {
         Ok(MailAuth {
             config: config.mail_auth.clone(),
             hostname: config.myhostname.clone(),
+            seal_domain: config.mydomain.clone(),
+            keys: keys::KeyStore::new(&config.data_dir),
             verifier: Verifier::new(
                 MessageAuthenticator(resolver),
                 config.mail_auth.clone(),
@@ -116,6 +128,12 @@ impl MailAuth {
     /// quarantine mark, and that one comes from a verified message).
     pub fn checks(&self, facts: &MessageFacts) -> bool {
         self.verifies(facts.authenticated, facts.relay_allowed) || self.signs(facts)
+    }
+
+    /// Whether forwarded mail in these circumstances would be sealed: the backend then looks
+    /// up whether the local recipients forward ([`MessageFacts::forwarded`]).
+    pub fn seals(&self, facts: &MessageFacts) -> bool {
+        self.config.arc_seal && self.verifies(facts.authenticated, facts.relay_allowed)
     }
 
     fn signs(&self, facts: &MessageFacts) -> bool {
@@ -204,7 +222,12 @@ impl MailAuth {
                 }
             }
             let roll = rand::random_range(0..100u8);
-            let mut fields = verification.header.clone().into_bytes();
+            let mut fields = verification
+                .arc_set
+                .clone()
+                .unwrap_or_default()
+                .into_bytes();
+            fields.extend_from_slice(verification.header.as_bytes());
             let disposition = policy::message(&self.config, &verification, from_is_local, roll);
             if let Some(row) = &verification.dmarc_report {
                 use mail_auth::report::ActionDisposition;
@@ -255,6 +278,11 @@ impl MailAuth {
         message: Vec<u8>,
     ) -> Option<(Vec<u8>, Verification)> {
         let verifier = self.verifier.clone();
+        let seal = if self.seals(facts) && facts.forwarded {
+            arc_seal::SealKey::find(&self.keys, &self.seal_domain)
+        } else {
+            None
+        };
         let facts = facts.clone();
         let handle = tokio::runtime::Handle::current();
         let job = tokio::task::spawn_blocking(move || {
@@ -263,7 +291,8 @@ impl MailAuth {
                 helo: &facts.helo,
                 sender: &facts.sender,
             };
-            let check = verifier.verify_message(&client, &facts.sender_auth, &message);
+            let check =
+                verifier.verify_message(&client, &facts.sender_auth, &message, seal.as_ref());
             let verification = handle
                 .block_on(async { tokio::time::timeout(MESSAGE_CHECK_TIMEOUT, check).await })
                 .unwrap_or_else(|_| {

@@ -109,6 +109,7 @@ mod tests {
             from_domains: vec!["bank.test".into()],
             dmarc,
             dmarc_report: None,
+            arc_set: None,
         }
     }
 

@@ -58,6 +58,8 @@ pub struct Verification {
     pub dmarc: DmarcVerdict,
     /// For the DMARC aggregate report, when reports are on and the domain asks for them.
     pub dmarc_report: Option<super::reports::DmarcReportRow>,
+    /// The ARC set sealing these results, for a forwarded message.
+    pub arc_set: Option<String>,
 }
 
 /// Runs the checks the config turns on.
@@ -95,6 +97,7 @@ impl Verifier {
             from_domains: Vec::new(),
             dmarc: DmarcVerdict::TempError,
             dmarc_report: None,
+            arc_set: None,
         }
     }
 
@@ -134,11 +137,13 @@ impl Verifier {
     }
 
     /// DKIM, ARC, iprev and DMARC of a received message; `message` as received (CRLF).
+    /// With `seal` (the message is forwarded), the results are also sealed into an ARC set.
     pub async fn verify_message(
         &self,
         client: &Client<'_>,
         sender_auth: &SenderAuth,
         message: &[u8],
+        seal: Option<&super::arc_seal::SealKey>,
     ) -> Verification {
         let config = &self.config;
         let mut results = AuthenticationResults::new(&self.hostname);
@@ -149,6 +154,7 @@ impl Verifier {
                 from_domains: Vec::new(),
                 dmarc: DmarcVerdict::None,
                 dmarc_report: None,
+                arc_set: None,
             };
         };
         let from = parsed.from().to_string();
@@ -177,10 +183,16 @@ impl Verifier {
         if let Some(spf) = &sender_auth.mail_from {
             results = results.with_spf_mailfrom_result(spf, client.ip, client.sender, client.helo);
         }
-        if config.arc && !parsed.as_headers.is_empty() {
+        // Sealing needs the chain verified even when ARC results are not reported.
+        let arc = if (config.arc && !parsed.as_headers.is_empty()) || seal.is_some() {
             let arc = self.authenticator.verify_arc(&parsed).await;
-            results = results.with_arc_result(&arc, client.ip);
-        }
+            if config.arc && !parsed.as_headers.is_empty() {
+                results = results.with_arc_result(&arc, client.ip);
+            }
+            Some(arc)
+        } else {
+            None
+        };
         if config.iprev {
             let iprev = self.authenticator.verify_iprev(client.ip).await;
             results = results.with_iprev_result(&iprev, client.ip);
@@ -251,12 +263,17 @@ impl Verifier {
                 });
             }
         }
+        let arc_set = match (seal, &arc) {
+            (Some(key), Some(arc)) => key.seal(&parsed, &results, arc),
+            _ => None,
+        };
         Verification {
             header: results.to_header(),
             from_domain,
             from_domains,
             dmarc: dmarc_verdict,
             dmarc_report,
+            arc_set,
         }
     }
 
