@@ -2,7 +2,8 @@
 //! DMARC, ARC and iprev verification of mail arriving on port 25. Not login authentication
 //! (that is `hermod_common::auth`).
 //!
-//! - [`verify`]: the checks, on mail-auth with a resolver built from `[dns]`.
+//! - [`verify`]: the checks, on mail-auth with a resolver built from `[dns]`, and the
+//!   bounded caches of parsed records in [`dns_cache`].
 //! - [`results`]: `Authentication-Results` fields: removing forged ones, the quarantine mark.
 //! - [`policy`]: what to do with the results (refuse, quarantine, deliver).
 //! - [`arc_seal`]: ARC sets on mail forwarded through an alias to a remote address.
@@ -18,6 +19,7 @@
 //! a message is signed once, not at every delivery attempt.
 
 pub mod arc_seal;
+pub mod dns_cache;
 pub mod keys;
 pub mod mta_sts;
 pub mod policy;

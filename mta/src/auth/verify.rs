@@ -68,6 +68,7 @@ pub struct Verifier {
     authenticator: MessageAuthenticator,
     config: MailAuthConfig,
     hostname: String,
+    caches: std::sync::Arc<super::dns_cache::DnsCaches>,
 }
 
 /// A HELO name SPF can check (not an address literal).
@@ -86,6 +87,9 @@ impl Verifier {
             authenticator,
             config,
             hostname,
+            caches: std::sync::Arc::new(super::dns_cache::DnsCaches::new(
+                super::dns_cache::ENTRIES,
+            )),
         }
     }
 
@@ -110,7 +114,11 @@ impl Verifier {
         let helo_result = match helo_domain(client.helo) {
             Some(h) => Some(
                 self.authenticator
-                    .verify_spf(SpfParameters::verify_ehlo(client.ip, h, &self.hostname))
+                    .verify_spf(self.caches.with(SpfParameters::verify_ehlo(
+                        client.ip,
+                        h,
+                        &self.hostname,
+                    )))
                     .await,
             ),
             None => None,
@@ -121,12 +129,12 @@ impl Verifier {
         } else {
             Some(
                 self.authenticator
-                    .verify_spf(SpfParameters::verify_mail_from(
+                    .verify_spf(self.caches.with(SpfParameters::verify_mail_from(
                         client.ip,
                         helo,
                         &self.hostname,
                         client.sender,
-                    ))
+                    )))
                     .await,
             )
         };
@@ -166,7 +174,9 @@ impl Verifier {
             .collect();
 
         let dkim = if config.dkim || config.dmarc {
-            let outputs = self.authenticator.verify_dkim(&parsed).await;
+            let outputs = self.authenticator
+                .verify_dkim(self.caches.with(&parsed))
+                .await;
             outputs
                 .into_iter()
                 .map(|o| permfail_as_fail(&parsed, o))
@@ -185,7 +195,7 @@ impl Verifier {
         }
         // Sealing needs the chain verified even when ARC results are not reported.
         let arc = if (config.arc && !parsed.as_headers.is_empty()) || seal.is_some() {
-            let arc = self.authenticator.verify_arc(&parsed).await;
+            let arc = self.authenticator.verify_arc(self.caches.with(&parsed)).await;
             if config.arc && !parsed.as_headers.is_empty() {
                 results = results.with_arc_result(&arc, client.ip);
             }
@@ -194,7 +204,9 @@ impl Verifier {
             None
         };
         if config.iprev {
-            let iprev = self.authenticator.verify_iprev(client.ip).await;
+            let iprev = self.authenticator
+                .verify_iprev(self.caches.with(client.ip))
+                .await;
             results = results.with_iprev_result(&iprev, client.ip);
         }
         let mut dmarc_verdict = DmarcVerdict::None;
@@ -210,11 +222,13 @@ impl Verifier {
             };
             let dmarc = self
                 .authenticator
-                .verify_dmarc(mail_auth::dmarc::verify::DmarcParameters::new(
-                    &parsed,
-                    &dkim,
-                    mail_from_domain,
-                    &spf,
+                .verify_dmarc(self.caches.with(
+                    mail_auth::dmarc::verify::DmarcParameters::new(
+                        &parsed,
+                        &dkim,
+                        mail_from_domain,
+                        &spf,
+                    ),
                 ))
                 .await;
             let passed = [dmarc.spf_result(), dmarc.dkim_result()]
