@@ -14,7 +14,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize};
 
 mod mail_auth;
-pub use mail_auth::MailAuthConfig;
+pub use mail_auth::{MailAuthConfig, StsMode};
 
 /// Default location of the config file outside `--dev`.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hermod/hermod.toml";
@@ -760,6 +760,17 @@ impl Config {
             self.limits = v;
         }
         if let Some(v) = file.auth {
+            // RFC 8461 3.2: max_age of at most a year, MX patterns as host names or `*.`.
+            if v.mta_sts_max_age > 31_557_600 {
+                return Err(invalid(
+                    "mta_sts_max_age",
+                    "must be at most 31557600 seconds (RFC 8461)".into(),
+                ));
+            }
+            for mx in &v.mta_sts_mx {
+                check_domain(mx.strip_prefix("*.").unwrap_or(mx))
+                    .map_err(|m| invalid("mta_sts_mx", m))?;
+            }
             self.mail_auth = v;
         }
         let sections = [
@@ -1331,6 +1342,29 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("line 4") && err.contains("[tls]"), "{err}");
+    }
+
+    #[test]
+    fn mta_sts_settings_are_checked() {
+        let c = load_text(
+            false,
+            "[auth]\nmta_sts_mode = \"enforce\"\nmta_sts_mx = [\"*.example.org\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.mail_auth.mta_sts_mode, StsMode::Enforce);
+        assert_eq!(c.mail_auth.mta_sts_mx, ["*.example.org"]);
+        let err = load_text(false, "[auth]\nmta_sts_max_age = 99999999\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("31557600"), "{err}");
+        let err = load_text(false, "[auth]\nmta_sts_mx = [\"bad name\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mta_sts_mx"), "{err}");
+        let err = load_text(false, "[auth]\nmta_sts_mode = \"strict\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("strict"), "{err}");
     }
 
     #[test]

@@ -290,6 +290,38 @@ pub fn records(config: &Config, domain: &str, dkim: &[DkimKey]) -> Vec<Record> {
         ));
     }
 
+    out.push(Record::new(
+        &sub("_mta-sts"),
+        RecordData::Txt(format!(
+            "v=STSv1; id={}",
+            crate::http::mta_sts::policy_id(config)
+        )),
+        format!(
+            "MTA-STS (RFC 8461): senders fetch the policy (mode {}) from \
+             https://mta-sts.{bare}/.well-known/mta-sts.txt, served by hermod's HTTP listener \
+             (its certificate must name mta-sts.{bare}); the id changes with the policy.",
+            config.mail_auth.mta_sts_mode.as_str()
+        ),
+    ));
+    if fqdn(&sub("mta-sts")) != host {
+        out.push(Record::new(
+            &sub("mta-sts"),
+            RecordData::Cname(host.clone()),
+            "MTA-STS: the policy host is this host.",
+        ));
+    }
+    let rua = if config.mail_auth.tls_rpt_rua.is_empty() {
+        format!("mailto:postmaster@{bare}")
+    } else {
+        config.mail_auth.tls_rpt_rua.join(",")
+    };
+    out.push(Record::new(
+        &sub("_smtp._tls"),
+        RecordData::Txt(format!("v=TLSRPTv1; rua={rua}")),
+        "TLS reporting (RFC 8460): where other servers send daily reports of their TLS \
+         connections to this domain.",
+    ));
+
     // RFC 6186 (and 8314 for the implicit-TLS names): clients may find the servers by SRV.
     let srv = [
         (

@@ -400,3 +400,23 @@ async fn https_on_the_same_port() {
     // Plain http still works on the same port.
     assert_eq!(get(s.addr, "localhost", "/healthz").await.status, 200);
 }
+
+#[tokio::test]
+async fn mta_sts_policy_is_served_for_our_domains_only() {
+    let s = start().await;
+    let r = get(s.addr, "mta-sts.example.org", "/.well-known/mta-sts.txt").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(
+        r.body,
+        "version: STSv1\r\nmode: testing\r\nmx: mail.example.org\r\nmax_age: 604800\r\n"
+    );
+    assert_eq!(
+        r.body,
+        hermod_common::http::mta_sts::policy_text(&s.ctx.config)
+    );
+    let other = get(s.addr, "mta-sts.elsewhere.org", "/.well-known/mta-sts.txt").await;
+    assert_eq!(other.status, 404);
+    let bare = get(s.addr, "example.org", "/.well-known/mta-sts.txt").await;
+    assert_eq!(bare.status, 404);
+}

@@ -108,15 +108,28 @@ async fn run<D: LocalDelivery>(
     shutdown.spawn(runner.run(token));
 
     // Remote recipients: the outbound engine (src/outbound) works on the same queue.
-    let (outbound_ctx, outbound_queue, outbound_shutdown) =
-        (ctx.clone(), queue.clone(), shutdown.clone());
+    let reports = backend.reports();
+    let (outbound_ctx, outbound_queue, outbound_shutdown, outbound_reports) = (
+        ctx.clone(),
+        queue.clone(),
+        shutdown.clone(),
+        reports.clone(),
+    );
     shutdown.spawn(async move {
-        let result =
-            crate::outbound::run_outbound(outbound_ctx, outbound_queue, outbound_shutdown).await;
+        let result = crate::outbound::run_outbound(
+            outbound_ctx,
+            outbound_queue,
+            outbound_shutdown,
+            Some(outbound_reports),
+        )
+        .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "outbound delivery stopped");
         }
     });
+
+    // DMARC and TLS reports (off by default): results flushed to disk, reports queued daily.
+    shutdown.spawn(reports.run(ctx.clone(), queue.clone(), shutdown.token().clone()));
 
     let postmaster_domain = postmaster_domain(&ctx).await?;
     let mut loops = JoinSet::new();
@@ -323,6 +336,25 @@ impl ServerBackend {
         })
     }
 
+    /// The mail authentication reports this backend records into.
+    pub fn reports(&self) -> Arc<crate::auth::reports::Reports> {
+        self.mail_auth.reports()
+    }
+
+    /// Whether an alias sends mail for one of `recipients` to a remote address.
+    async fn forwards_remotely(&self, recipients: &[String]) -> bool {
+        for address in recipients {
+            if let Ok(Some(destinations)) = self.ctx.directory.resolve(address).await
+                && destinations
+                    .iter()
+                    .any(|d| matches!(d, Destination::Remote(_)))
+            {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Expands the local recipients through the directory (aliases, `+detail`, catch-all,
     /// postmaster) so the queue holds mailboxes to deliver to and remote addresses to send to.
     /// The address as given is kept as ORCPT for DSNs.
@@ -453,9 +485,12 @@ impl SessionBackend for ServerBackend {
 
     async fn check_message(
         &self,
-        facts: crate::auth::MessageFacts,
+        mut facts: crate::auth::MessageFacts,
         message: Vec<u8>,
     ) -> crate::auth::MessageOutcome {
+        if self.mail_auth.seals(&facts) {
+            facts.forwarded = self.forwards_remotely(&facts.local_recipients).await;
+        }
         self.mail_auth.check_message(facts, message, self).await
     }
 

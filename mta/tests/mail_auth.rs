@@ -74,6 +74,8 @@ impl Rig {
             authenticated: false,
             relay_allowed: false,
             remote_recipients: false,
+            local_recipients: vec!["bob@hermod.test".into()],
+            forwarded: false,
             sender_auth,
             trace_len: 0,
         };
@@ -656,6 +658,249 @@ async fn a_message_big_enough_to_be_spooled_is_verified_too() {
     )
     .await;
     assert!(replies[5].starts_with("550 5.7.1"), "{:?}", &replies[5]);
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(20), daemon)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn dmarc_aggregate_reports_count_results_and_go_to_authorized_destinations() {
+    use hermod_mta::auth::reports::store::ReportStore;
+    use hermod_mta::auth::reports::today;
+    use hermod_mta::queue::QueuedContent;
+    use mail_auth::report::{ActionDisposition, DmarcResult, Report};
+
+    let r = rig(|c| c.dmarc_reports = true).await;
+    for domain in ["sender.test", "other.test"] {
+        r.dns.txt(domain, &format!("v=spf1 ip4:{CLIENT} -all"));
+    }
+    // One destination inside the domain, one outside it that authorized the reports, and
+    // for other.test only a destination that did not.
+    r.dns.txt(
+        "_dmarc.sender.test",
+        "v=DMARC1; p=none; rua=mailto:dmarc@sender.test,mailto:rua@reports.test",
+    );
+    r.dns
+        .txt("sender.test._report._dmarc.reports.test", "v=DMARC1");
+    r.dns.txt(
+        "_dmarc.other.test",
+        "v=DMARC1; p=none; rua=mailto:x@unauthorized.test",
+    );
+    let msg =
+        |from: &str| format!("From: x@{from}\r\nTo: bob@hermod.test\r\nSubject: s\r\n\r\nbody\r\n");
+    for _ in 0..2 {
+        accepted(
+            r.receive("x@sender.test", msg("sender.test").as_bytes())
+                .await,
+        );
+    }
+    accepted(
+        r.receive("x@other.test", msg("other.test").as_bytes())
+            .await,
+    );
+
+    let ctx = Context::open(r.config.clone()).await.unwrap();
+    let queue = hermod_mta::Queue::open(hermod_mta::queue_dir(&ctx.config))
+        .await
+        .unwrap();
+    let store = ReportStore::open(&r.tmp.path().join("reports.db"))
+        .await
+        .unwrap();
+    let reports = r.auth.reports();
+    reports.flush(&store).await;
+    assert_eq!(
+        reports.send_due(&store, &ctx, &queue, today()).await,
+        0,
+        "a day's report waits for the day to end"
+    );
+    assert_eq!(reports.send_due(&store, &ctx, &queue, today() + 1).await, 1);
+    assert!(
+        store.due(today() + 1).await.unwrap().is_empty(),
+        "rows cleared"
+    );
+
+    let queued = queue.list().await.unwrap();
+    assert_eq!(queued.len(), 1);
+    let mut to: Vec<String> = queued[0]
+        .recipients
+        .iter()
+        .map(|r| r.address.clone())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["dmarc@sender.test", "rua@reports.test"]);
+    assert_eq!(
+        queued[0].sender,
+        format!("postmaster@{}", r.config.myorigin)
+    );
+    let QueuedContent::Memory(content) = queue.content(&queued[0].id).await.unwrap() else {
+        panic!("a small report is stored inline");
+    };
+    let report = Report::parse_rfc5322(&content, 1 << 20).expect("a DMARC aggregate report");
+    assert_eq!(report.domain(), "sender.test");
+    assert_eq!(report.org_name(), "mx.hermod.test");
+    assert_eq!(report.records().len(), 1);
+    let record = &report.records()[0];
+    assert_eq!(record.count(), 2);
+    assert_eq!(record.source_ip(), Some(CLIENT.parse().unwrap()));
+    assert_eq!(record.action_disposition(), ActionDisposition::Pass);
+    assert_eq!(record.dmarc_spf_result(), DmarcResult::Pass);
+    assert_eq!(record.header_from(), "sender.test");
+}
+
+/// A message from sender.test (SPF pass) forwarded by an alias to a remote address: sealed
+/// with hermod.test's RSA key. Returns the sealed message and the zone with that key.
+async fn forwarded_and_sealed(r: &Rig) -> (Vec<u8>, std::path::PathBuf) {
+    let mut config = r.config.clone();
+    config.mydomain = "hermod.test".into();
+    let store = KeyStore::new(&config.data_dir);
+    let key = store
+        .generate("hermod.test", "arc1", Algorithm::Rsa)
+        .unwrap();
+    r.dns.txt(
+        "arc1._domainkey.hermod.test",
+        &format!("v=DKIM1; k=rsa; p={}", key.public_key_base64),
+    );
+    r.dns
+        .txt("sender.test", &format!("v=spf1 ip4:{CLIENT} -all"));
+    let auth = MailAuth::new(&config).unwrap();
+    let sender_auth = auth
+        .check_sender(CLIENT.parse().unwrap(), HELO, "x@sender.test", false, false)
+        .await
+        .unwrap();
+    let facts = MessageFacts {
+        ip: CLIENT.parse::<IpAddr>().unwrap(),
+        helo: HELO.into(),
+        sender: "x@sender.test".into(),
+        authenticated: false,
+        relay_allowed: false,
+        remote_recipients: false,
+        local_recipients: vec!["alias@hermod.test".into()],
+        // The backend found that this alias points to a remote address.
+        forwarded: true,
+        sender_auth,
+        trace_len: 0,
+    };
+    let message = b"From: x@sender.test\r\nTo: alias@hermod.test\r\nSubject: fwd\r\n\r\nbody\r\n";
+    let sealed = accepted(auth.check_message(facts, message.to_vec(), &Ours).await);
+    let keys: Vec<_> = store
+        .active("hermod.test")
+        .unwrap()
+        .iter()
+        .map(StoredKey::dns_record)
+        .collect();
+    let zone = hermod_common::dns_records::render_zone(&hermod_common::dns_records::records(
+        &config,
+        "hermod.test",
+        &keys,
+    ));
+    let zone_path = r.tmp.path().join("arc-zone.txt");
+    std::fs::write(&zone_path, zone).unwrap();
+    (sealed.into_bytes(), zone_path)
+}
+
+#[tokio::test]
+async fn forwarded_mail_is_arc_sealed_and_the_chain_verifies() {
+    let r = rig(|_| {}).await;
+    let (sealed, _) = forwarded_and_sealed(&r).await;
+    let text = String::from_utf8_lossy(&sealed);
+    assert!(text.starts_with("ARC-Seal: i=1;"), "{text}");
+    assert!(text.contains("ARC-Message-Signature: i=1;"), "{text}");
+    assert!(
+        text.contains("ARC-Authentication-Results: i=1; mx.hermod.test"),
+        "{text}"
+    );
+    assert!(
+        text.contains("d=hermod.test") && text.contains("s=arc1"),
+        "{text}"
+    );
+    // A receiver downstream (mail-auth here, dkimpy in the test below) validates the chain.
+    let resolver = hermod_mta::outbound::route::resolver(&r.config).unwrap();
+    let verifier = mail_auth::MessageAuthenticator(resolver);
+    let parsed = mail_auth::AuthenticatedMessage::parse(&sealed).unwrap();
+    let arc = verifier.verify_arc(&parsed).await;
+    assert_eq!(arc.result(), &mail_auth::DkimResult::Pass, "{text}");
+
+    // Mail that stays here is not sealed.
+    let plain = accepted(
+        r.receive(
+            "x@sender.test",
+            b"From: x@sender.test\r\nTo: bob@hermod.test\r\nSubject: s\r\n\r\nbody\r\n",
+        )
+        .await,
+    );
+    assert!(!plain.contains("ARC-Seal"), "{plain}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python3-dkim (Debian packages python3-dkim python3-nacl); .ci/run runs it with --ignored"]
+async fn dkimpy_verifies_the_arc_seal_of_forwarded_mail() {
+    require_dkimpy();
+    let r = rig(|_| {}).await;
+    let (sealed, zone) = forwarded_and_sealed(&r).await;
+    let (ok, out) = dkim_tool(&["arcverify", zone.to_str().unwrap()], &sealed);
+    assert!(ok, "dkimpy: {}", String::from_utf8_lossy(&out));
+    assert!(String::from_utf8_lossy(&out).starts_with("arc pass"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_an_alias_forwards_leaves_arc_sealed() {
+    let w = outbound_support::World::new(|c, _, _| {
+        c.listen = vec![(Service::Smtp, vec!["127.0.0.1:0".parse().unwrap()])];
+        c.mynetworks = Vec::new();
+    })
+    .await;
+    let key = KeyStore::new(&w.ctx.config.data_dir)
+        .generate("hermod.test", "arc1", Algorithm::Rsa)
+        .unwrap();
+    w.dns.txt(
+        "arc1._domainkey.hermod.test",
+        &format!("v=DKIM1; k=rsa; p={}", key.public_key_base64),
+    );
+    w.dns.txt("sender.test", "v=spf1 ip4:127.0.0.1 -all");
+    w.dns.mx("remote.test", 10, "mx.remote.test");
+    w.dns.address("mx.remote.test", "127.0.0.70");
+    let remote = outbound_support::sink::Sink::start(w.at("127.0.0.70"), Default::default()).await;
+    w.ctx
+        .directory
+        .add_alias("fwd@hermod.test", "carol@remote.test")
+        .await
+        .unwrap();
+    w.ctx.bind(&[Service::Smtp]).unwrap();
+    let smtp = w.ctx.bound_addrs()[0].1;
+    let shutdown = Shutdown::new();
+    let mailbox = Arc::new(outbound_support::Mailbox::default());
+    let daemon = tokio::spawn(hermod_mta::serve_with(
+        w.ctx.clone(),
+        shutdown.clone(),
+        mailbox.clone(),
+    ));
+    let replies = smtp_dialogue(
+        smtp,
+        &[
+            "EHLO mail.sender.test".into(),
+            "MAIL FROM:<x@sender.test>".into(),
+            "RCPT TO:<fwd@hermod.test>".into(),
+            "DATA".into(),
+            "From: x@sender.test\r\nTo: fwd@hermod.test\r\nSubject: s\r\n\r\nbody\r\n.".into(),
+            "QUIT".into(),
+        ],
+    )
+    .await;
+    assert!(replies[5].starts_with("250 "), "{replies:?}");
+    let got =
+        outbound_support::wait_for("the forwarded copy", async || remote.messages().pop()).await;
+    assert_eq!(got.recipients, ["carol@remote.test"]);
+    let text = String::from_utf8_lossy(&got.content).into_owned();
+    assert!(text.contains("ARC-Seal: i=1;"), "{text}");
+    let resolver = hermod_mta::outbound::route::resolver(&w.ctx.config).unwrap();
+    let parsed = mail_auth::AuthenticatedMessage::parse(&got.content).unwrap();
+    let arc = mail_auth::MessageAuthenticator(resolver)
+        .verify_arc(&parsed)
+        .await;
+    assert_eq!(arc.result(), &mail_auth::DkimResult::Pass, "{text}");
     shutdown.trigger();
     tokio::time::timeout(Duration::from_secs(20), daemon)
         .await

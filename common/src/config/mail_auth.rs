@@ -26,6 +26,9 @@ pub struct MailAuthConfig {
     pub dmarc_quarantine: bool,
     /// Verify the ARC chain (RFC 8617).
     pub arc: bool,
+    /// Seal mail from the internet that an alias forwards to a remote address with an ARC
+    /// set (RFC 8617), using the RSA DKIM key of `mydomain`.
+    pub arc_seal: bool,
     /// Reverse DNS of the client, confirmed forward (RFC 8601 `iprev`).
     pub iprev: bool,
     /// Refuse mail from outside whose From is one of our domains and does not pass DMARC.
@@ -33,6 +36,46 @@ pub struct MailAuthConfig {
     /// DKIM-sign mail leaving for remote domains from authenticated users and `mynetworks`,
     /// with the keys under `<data_dir>/dkim/<domain>/`.
     pub sign: bool,
+    /// Honour the MTA-STS policies (RFC 8461) of the domains we send to.
+    pub mta_sts: bool,
+    /// The MTA-STS policy hermod serves for its own domains at
+    /// `https://mta-sts.<domain>/.well-known/mta-sts.txt` (the HTTP listener): `testing`
+    /// (report only), `enforce`, or `none`.
+    pub mta_sts_mode: StsMode,
+    /// MX host patterns of that policy; empty: `myhostname`.
+    pub mta_sts_mx: Vec<String>,
+    /// `max_age` of that policy, in seconds.
+    pub mta_sts_max_age: u64,
+    /// Where other servers send TLS reports (RFC 8460) about our domains, printed by
+    /// `hermod dns` as the `_smtp._tls` record; empty: `mailto:postmaster@<domain>`.
+    pub tls_rpt_rua: Vec<String>,
+    /// Send DMARC aggregate reports (RFC 7489 7.2) once a day to domains that ask (`rua=`).
+    pub dmarc_reports: bool,
+    /// Send TLS reports (RFC 8460) once a day to the domains we deliver to that ask.
+    pub tls_reports: bool,
+    /// The organization named in reports; empty: `myhostname`.
+    pub report_org_name: String,
+    /// From and envelope sender of reports; empty: `postmaster@<myorigin>`.
+    pub report_from: String,
+}
+
+/// The mode of the MTA-STS policy hermod publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StsMode {
+    Enforce,
+    Testing,
+    None,
+}
+
+impl StsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StsMode::Enforce => "enforce",
+            StsMode::Testing => "testing",
+            StsMode::None => "none",
+        }
+    }
 }
 
 impl Default for MailAuthConfig {
@@ -47,9 +90,19 @@ impl Default for MailAuthConfig {
             dmarc_reject: true,
             dmarc_quarantine: true,
             arc: true,
+            arc_seal: true,
             iprev: true,
             refuse_local_spoofing: true,
             sign: true,
+            mta_sts: true,
+            mta_sts_mode: StsMode::Testing,
+            mta_sts_mx: Vec::new(),
+            mta_sts_max_age: 604_800,
+            tls_rpt_rua: Vec::new(),
+            dmarc_reports: false,
+            tls_reports: false,
+            report_org_name: String::new(),
+            report_from: String::new(),
         }
     }
 }
@@ -58,7 +111,7 @@ impl MailAuthConfig {
     /// The section as `hermod check-config` prints it.
     pub fn render(&self) -> String {
         format!(
-            "\n[auth]\nverify = {}\nverify_mynetworks = {}\nspf = {}\nspf_refuse_fail = {}\ndkim = {}\ndmarc = {}\ndmarc_reject = {}\ndmarc_quarantine = {}\narc = {}\niprev = {}\nrefuse_local_spoofing = {}\nsign = {}\n",
+            "\n[auth]\nverify = {}\nverify_mynetworks = {}\nspf = {}\nspf_refuse_fail = {}\ndkim = {}\ndmarc = {}\ndmarc_reject = {}\ndmarc_quarantine = {}\narc = {}\narc_seal = {}\niprev = {}\nrefuse_local_spoofing = {}\nsign = {}\nmta_sts = {}\nmta_sts_mode = \"{}\"\nmta_sts_mx = {:?}\nmta_sts_max_age = {}\ntls_rpt_rua = {:?}\ndmarc_reports = {}\ntls_reports = {}\nreport_org_name = {:?}\nreport_from = {:?}\n",
             self.verify,
             self.verify_mynetworks,
             self.spf,
@@ -68,9 +121,19 @@ impl MailAuthConfig {
             self.dmarc_reject,
             self.dmarc_quarantine,
             self.arc,
+            self.arc_seal,
             self.iprev,
             self.refuse_local_spoofing,
-            self.sign
+            self.sign,
+            self.mta_sts,
+            self.mta_sts_mode.as_str(),
+            self.mta_sts_mx,
+            self.mta_sts_max_age,
+            self.tls_rpt_rua,
+            self.dmarc_reports,
+            self.tls_reports,
+            self.report_org_name,
+            self.report_from
         )
     }
 }

@@ -7,6 +7,7 @@
 //! it gets the same connection limits and logs as the mail services.
 
 pub mod autoconfig;
+pub mod mta_sts;
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -211,6 +212,12 @@ async fn respond(
         } else {
             method_not_allowed("GET, HEAD, POST")
         }
+    } else if path == mta_sts::POLICY_PATH {
+        if read_only {
+            sts_policy(ctx, &req).await
+        } else {
+            method_not_allowed("GET, HEAD")
+        }
     } else if path == "/healthz" {
         if read_only {
             healthz(ctx).await
@@ -297,6 +304,24 @@ async fn autodiscover(settings: &MailSettings, req: Request<Incoming>) -> Respon
         "application/xml; charset=utf-8",
         autoconfig::autodiscover(settings, address.as_deref()),
     )
+}
+
+/// Our MTA-STS policy, for `mta-sts.<domain>` of a domain we serve (RFC 8461 3.3 wants
+/// `text/plain`; senders fetch it over https, so the certificate must name that host).
+async fn sts_policy(ctx: &Context, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let domain = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(mta_sts::requested_domain);
+    match domain {
+        Some(d) if matches!(ctx.directory.is_local_domain(&d).await, Ok(true)) => response(
+            StatusCode::OK,
+            "text/plain",
+            mta_sts::policy_text(&ctx.config),
+        ),
+        _ => text(StatusCode::NOT_FOUND, "no MTA-STS policy for this host\n"),
+    }
 }
 
 /// Healthy when the directory answers a query: the database everything depends on.

@@ -2,10 +2,14 @@
 //! DMARC, ARC and iprev verification of mail arriving on port 25. Not login authentication
 //! (that is `hermod_common::auth`).
 //!
-//! - [`verify`]: the checks, on mail-auth with a resolver built from `[dns]`.
+//! - [`verify`]: the checks, on mail-auth with a resolver built from `[dns]`, and the
+//!   bounded caches of parsed records in [`dns_cache`].
 //! - [`results`]: `Authentication-Results` fields: removing forged ones, the quarantine mark.
 //! - [`policy`]: what to do with the results (refuse, quarantine, deliver).
+//! - [`arc_seal`]: ARC sets on mail forwarded through an alias to a remote address.
 //! - [`sign`]: DKIM signatures with the keys of [`keys`] (`<data_dir>/dkim/`).
+//! - [`mta_sts`]: recipient domains' MTA-STS policies, for the outbound runner.
+//! - [`reports`]: DMARC aggregate and TLS reports to other domains.
 //!
 //! The SMTP session calls [`MailAuth::check_sender`] at MAIL FROM and
 //! [`MailAuth::check_message`] at the end of DATA (through its backend), nothing else.
@@ -14,8 +18,12 @@
 //! outbound path sends those bytes unchanged, so the signature covers the message as sent, and
 //! a message is signed once, not at every delivery attempt.
 
+pub mod arc_seal;
+pub mod dns_cache;
 pub mod keys;
+pub mod mta_sts;
 pub mod policy;
+pub mod reports;
 pub mod results;
 pub mod sign;
 pub mod verify;
@@ -43,6 +51,11 @@ pub struct MessageFacts {
     pub relay_allowed: bool,
     /// At least one recipient is in a remote domain.
     pub remote_recipients: bool,
+    /// Recipients in our domains (bounded by the recipient limit), to tell forwarded mail.
+    pub local_recipients: Vec<String>,
+    /// An alias of ours sends the message on to a remote address (set by the backend, which
+    /// knows the directory): it gets an ARC seal.
+    pub forwarded: bool,
     /// SPF found at MAIL FROM.
     pub sender_auth: SenderAuth,
     /// Length of our own trace fields (Received) at the start of the message: our results go
@@ -70,26 +83,41 @@ pub struct AuthSetupError(String);
 pub struct MailAuth {
     config: MailAuthConfig,
     hostname: String,
+    /// Whose key seals forwarded mail (`mydomain`).
+    seal_domain: String,
+    keys: keys::KeyStore,
     verifier: Verifier,
     signing: Arc<sign::DkimSigning>,
+    reports: Arc<reports::Reports>,
 }
 
 impl MailAuth {
     pub fn new(config: &Config) -> Result<Self, AuthSetupError> {
         let resolver =
             crate::outbound::route::resolver(config).map_err(|e| AuthSetupError(e.to_string()))?;
+        let signing = Arc::new(sign::DkimSigning::new(keys::KeyStore::new(
+            &config.data_dir,
+        )));
+        let reports = reports::Reports::new(config, signing.clone()).map_err(AuthSetupError)?;
         Ok(MailAuth {
             config: config.mail_auth.clone(),
             hostname: config.myhostname.clone(),
+            seal_domain: config.mydomain.clone(),
+            keys: keys::KeyStore::new(&config.data_dir),
             verifier: Verifier::new(
                 MessageAuthenticator(resolver),
                 config.mail_auth.clone(),
                 config.myhostname.clone(),
             ),
-            signing: Arc::new(sign::DkimSigning::new(keys::KeyStore::new(
-                &config.data_dir,
-            ))),
+            signing,
+            reports,
         })
+    }
+
+    /// The report state the SMTP server records into; the daemon runs it and hands it to
+    /// the outbound runner for TLS reports.
+    pub fn reports(&self) -> Arc<reports::Reports> {
+        self.reports.clone()
     }
 
     /// Mail from outside: port 25, not authenticated, not from `mynetworks` (unless asked).
@@ -102,6 +130,12 @@ impl MailAuth {
     /// quarantine mark, and that one comes from a verified message).
     pub fn checks(&self, facts: &MessageFacts) -> bool {
         self.verifies(facts.authenticated, facts.relay_allowed) || self.signs(facts)
+    }
+
+    /// Whether forwarded mail in these circumstances would be sealed: the backend then looks
+    /// up whether the local recipients forward ([`MessageFacts::forwarded`]).
+    pub fn seals(&self, facts: &MessageFacts) -> bool {
+        self.config.arc_seal && self.verifies(facts.authenticated, facts.relay_allowed)
     }
 
     fn signs(&self, facts: &MessageFacts) -> bool {
@@ -190,8 +224,25 @@ impl MailAuth {
                 }
             }
             let roll = rand::random_range(0..100u8);
-            let mut fields = verification.header.clone().into_bytes();
-            match policy::message(&self.config, &verification, from_is_local, roll) {
+            let mut fields = verification
+                .arc_set
+                .clone()
+                .unwrap_or_default()
+                .into_bytes();
+            fields.extend_from_slice(verification.header.as_bytes());
+            let disposition = policy::message(&self.config, &verification, from_is_local, roll);
+            if let Some(row) = &verification.dmarc_report {
+                use mail_auth::report::ActionDisposition;
+                let action = match (&disposition, &verification.dmarc) {
+                    (policy::Disposition::Refuse(_), _) => ActionDisposition::Reject,
+                    (policy::Disposition::Quarantine, _) => ActionDisposition::Quarantine,
+                    (_, verify::DmarcVerdict::Pass) => ActionDisposition::Pass,
+                    _ => ActionDisposition::None,
+                };
+                let record = row.record.clone().with_action_disposition(action);
+                self.reports.dmarc(&row.domain, &row.target, &record);
+            }
+            match disposition {
                 policy::Disposition::Refuse(reply) => {
                     tracing::info!(client = %facts.ip, from = %facts.sender.escape_debug(),
                         reply = %reply.to_line(), "refused by mail authentication policy");
@@ -229,6 +280,11 @@ impl MailAuth {
         message: Vec<u8>,
     ) -> Option<(Vec<u8>, Verification)> {
         let verifier = self.verifier.clone();
+        let seal = if self.seals(facts) && facts.forwarded {
+            arc_seal::SealKey::find(&self.keys, &self.seal_domain)
+        } else {
+            None
+        };
         let facts = facts.clone();
         let handle = tokio::runtime::Handle::current();
         let job = tokio::task::spawn_blocking(move || {
@@ -237,7 +293,8 @@ impl MailAuth {
                 helo: &facts.helo,
                 sender: &facts.sender,
             };
-            let check = verifier.verify_message(&client, &facts.sender_auth, &message);
+            let check =
+                verifier.verify_message(&client, &facts.sender_auth, &message, seal.as_ref());
             let verification = handle
                 .block_on(async { tokio::time::timeout(MESSAGE_CHECK_TIMEOUT, check).await })
                 .unwrap_or_else(|_| {

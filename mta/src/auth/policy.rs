@@ -108,6 +108,8 @@ mod tests {
             from_domain: Some("bank.test".into()),
             from_domains: vec!["bank.test".into()],
             dmarc,
+            dmarc_report: None,
+            arc_set: None,
         }
     }
 

@@ -56,6 +56,10 @@ pub struct Verification {
     /// smuggle one of our domains past DMARC, which skips such messages.
     pub from_domains: Vec<String>,
     pub dmarc: DmarcVerdict,
+    /// For the DMARC aggregate report, when reports are on and the domain asks for them.
+    pub dmarc_report: Option<super::reports::DmarcReportRow>,
+    /// The ARC set sealing these results, for a forwarded message.
+    pub arc_set: Option<String>,
 }
 
 /// Runs the checks the config turns on.
@@ -64,6 +68,7 @@ pub struct Verifier {
     authenticator: MessageAuthenticator,
     config: MailAuthConfig,
     hostname: String,
+    caches: std::sync::Arc<super::dns_cache::DnsCaches>,
 }
 
 /// A HELO name SPF can check (not an address literal).
@@ -82,6 +87,9 @@ impl Verifier {
             authenticator,
             config,
             hostname,
+            caches: std::sync::Arc::new(super::dns_cache::DnsCaches::new(
+                super::dns_cache::ENTRIES,
+            )),
         }
     }
 
@@ -92,6 +100,8 @@ impl Verifier {
             from_domain: None,
             from_domains: Vec::new(),
             dmarc: DmarcVerdict::TempError,
+            dmarc_report: None,
+            arc_set: None,
         }
     }
 
@@ -104,7 +114,11 @@ impl Verifier {
         let helo_result = match helo_domain(client.helo) {
             Some(h) => Some(
                 self.authenticator
-                    .verify_spf(SpfParameters::verify_ehlo(client.ip, h, &self.hostname))
+                    .verify_spf(self.caches.with(SpfParameters::verify_ehlo(
+                        client.ip,
+                        h,
+                        &self.hostname,
+                    )))
                     .await,
             ),
             None => None,
@@ -115,12 +129,12 @@ impl Verifier {
         } else {
             Some(
                 self.authenticator
-                    .verify_spf(SpfParameters::verify_mail_from(
+                    .verify_spf(self.caches.with(SpfParameters::verify_mail_from(
                         client.ip,
                         helo,
                         &self.hostname,
                         client.sender,
-                    ))
+                    )))
                     .await,
             )
         };
@@ -131,11 +145,13 @@ impl Verifier {
     }
 
     /// DKIM, ARC, iprev and DMARC of a received message; `message` as received (CRLF).
+    /// With `seal` (the message is forwarded), the results are also sealed into an ARC set.
     pub async fn verify_message(
         &self,
         client: &Client<'_>,
         sender_auth: &SenderAuth,
         message: &[u8],
+        seal: Option<&super::arc_seal::SealKey>,
     ) -> Verification {
         let config = &self.config;
         let mut results = AuthenticationResults::new(&self.hostname);
@@ -145,6 +161,8 @@ impl Verifier {
                 from_domain: None,
                 from_domains: Vec::new(),
                 dmarc: DmarcVerdict::None,
+                dmarc_report: None,
+                arc_set: None,
             };
         };
         let from = parsed.from().to_string();
@@ -156,7 +174,9 @@ impl Verifier {
             .collect();
 
         let dkim = if config.dkim || config.dmarc {
-            let outputs = self.authenticator.verify_dkim(&parsed).await;
+            let outputs = self.authenticator
+                .verify_dkim(self.caches.with(&parsed))
+                .await;
             outputs
                 .into_iter()
                 .map(|o| permfail_as_fail(&parsed, o))
@@ -173,15 +193,24 @@ impl Verifier {
         if let Some(spf) = &sender_auth.mail_from {
             results = results.with_spf_mailfrom_result(spf, client.ip, client.sender, client.helo);
         }
-        if config.arc && !parsed.as_headers.is_empty() {
-            let arc = self.authenticator.verify_arc(&parsed).await;
-            results = results.with_arc_result(&arc, client.ip);
-        }
+        // Sealing needs the chain verified even when ARC results are not reported.
+        let arc = if (config.arc && !parsed.as_headers.is_empty()) || seal.is_some() {
+            let arc = self.authenticator.verify_arc(self.caches.with(&parsed)).await;
+            if config.arc && !parsed.as_headers.is_empty() {
+                results = results.with_arc_result(&arc, client.ip);
+            }
+            Some(arc)
+        } else {
+            None
+        };
         if config.iprev {
-            let iprev = self.authenticator.verify_iprev(client.ip).await;
+            let iprev = self.authenticator
+                .verify_iprev(self.caches.with(client.ip))
+                .await;
             results = results.with_iprev_result(&iprev, client.ip);
         }
         let mut dmarc_verdict = DmarcVerdict::None;
+        let mut dmarc_report = None;
         if config.dmarc && from_domain.is_some() {
             let spf = sender_auth
                 .mail_from
@@ -193,11 +222,13 @@ impl Verifier {
             };
             let dmarc = self
                 .authenticator
-                .verify_dmarc(mail_auth::dmarc::verify::DmarcParameters::new(
-                    &parsed,
-                    &dkim,
-                    mail_from_domain,
-                    &spf,
+                .verify_dmarc(self.caches.with(
+                    mail_auth::dmarc::verify::DmarcParameters::new(
+                        &parsed,
+                        &dkim,
+                        mail_from_domain,
+                        &spf,
+                    ),
                 ))
                 .await;
             let passed = [dmarc.spf_result(), dmarc.dkim_result()]
@@ -225,12 +256,38 @@ impl Verifier {
             if dmarc.dmarc_record().is_some() || temp {
                 results = results.with_dmarc_result(&dmarc);
             }
+            if config.dmarc_reports
+                && let (Some(record), Some(header_from)) = (dmarc.dmarc_record(), &from_domain)
+                && !record.rua.is_empty()
+            {
+                use mail_auth::report::{PolicyPublished, Record, SPFDomainScope};
+                dmarc_report = Some(super::reports::DmarcReportRow {
+                    domain: dmarc.domain().to_ascii_lowercase(),
+                    target: super::reports::DmarcTarget {
+                        rua: record.rua.iter().map(|u| u.uri.clone()).collect(),
+                        policy: PolicyPublished::from_record(dmarc.domain(), record),
+                    },
+                    record: Record::new()
+                        .with_dkim_output(&dkim)
+                        .with_spf_output(&spf, SPFDomainScope::MailFrom)
+                        .with_dmarc_output(&dmarc)
+                        .with_source_ip(client.ip)
+                        .with_header_from(header_from.as_str())
+                        .with_envelope_from(mail_from_domain),
+                });
+            }
         }
+        let arc_set = match (seal, &arc) {
+            (Some(key), Some(arc)) => key.seal(&parsed, &results, arc),
+            _ => None,
+        };
         Verification {
             header: results.to_header(),
             from_domain,
             from_domains,
             dmarc: dmarc_verdict,
+            dmarc_report,
+            arc_set,
         }
     }
 

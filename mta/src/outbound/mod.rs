@@ -9,6 +9,7 @@
 //! - [`body`]: the content, in memory or streamed from its queue file with dot-stuffing.
 //! - [`connection`]: one connection (greeting, EHLO/HELO, STARTTLS, AUTH, messages).
 //! - [`tls`]: opportunistic or verified TLS, with the outcome for the log.
+//! - [`sts`]: what the recipient domain's MTA-STS policy allows (`crate::auth::mta_sts`).
 //! - [`runner`]: the scheduler: destinations, connection reuse, retries, expiry, the log line
 //!   per recipient and attempt. Reports to the sender (bounces, delay warnings) are built by
 //!   [`crate::queue::report`], shared with the local runner.
@@ -25,6 +26,7 @@ pub mod reply;
 pub mod route;
 pub mod runner;
 pub mod settings;
+pub mod sts;
 pub mod tls;
 
 use std::sync::Arc;
@@ -53,9 +55,10 @@ pub async fn run_outbound(
     ctx: Arc<Context>,
     queue: Arc<Queue>,
     shutdown: Shutdown,
+    reports: Option<Arc<crate::auth::reports::Reports>>,
 ) -> Result<(), OutboundError> {
     let settings = OutboundSettings::from_config(&ctx.config);
-    let runner = OutboundRunner::new(ctx, queue, settings)?;
+    let runner = OutboundRunner::with_reports(ctx, queue, settings, reports)?;
     runner.run(shutdown.token().clone()).await;
     Ok(())
 }

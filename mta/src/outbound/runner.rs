@@ -24,7 +24,10 @@ use super::connection::{ConnectOptions, ConnectionFailure, SendOutcome, SmtpConn
 use super::reply::{RemoteReply, synthetic};
 use super::route::{RouteFailure, RouteKey, Router, report_to_internal_literal};
 use super::settings::OutboundSettings;
+use super::sts;
 use super::tls::TlsClient;
+use crate::auth::mta_sts::{self, Fetcher, MtaSts};
+use crate::auth::reports::{Reports, tls as tls_report};
 use crate::bounce::status_of;
 use crate::envelope::QueueId;
 use crate::queue::report::{DelayWarnings, Reporter};
@@ -76,6 +79,11 @@ struct Shared {
     settings: OutboundSettings,
     router: Router,
     tls: TlsClient,
+    /// Recipient domains' MTA-STS policies (None: `[auth] mta_sts` is off, or all mail goes
+    /// to the relay host).
+    mta_sts: Option<MtaSts>,
+    /// Where TLS session outcomes go for TLS reports (the daemon's; None in most tests).
+    reports: Option<Arc<Reports>>,
     /// `(message, recipient position)` of every recipient being delivered, and of those
     /// finished since the last read of the queue (see [`Shared::release`]).
     in_flight: Mutex<HashSet<(QueueId, u32)>>,
@@ -151,8 +159,34 @@ impl OutboundRunner {
         queue: Arc<Queue>,
         settings: OutboundSettings,
     ) -> Result<Self, OutboundError> {
+        Self::with_reports(ctx, queue, settings, None)
+    }
+
+    /// [`OutboundRunner::new`], recording TLS session outcomes into `reports`.
+    pub fn with_reports(
+        ctx: Arc<Context>,
+        queue: Arc<Queue>,
+        settings: OutboundSettings,
+        reports: Option<Arc<Reports>>,
+    ) -> Result<Self, OutboundError> {
         let router = Router::new(&ctx.config, settings.max_addresses)?;
         let tls = TlsClient::new(&settings.extra_roots)?;
+        let mta_sts = match (
+            settings.mta_sts,
+            router.relayhost(),
+            tls.verified_connector(),
+        ) {
+            (true, None, Some(connector)) => Some(MtaSts::new(
+                Fetcher {
+                    resolver: super::route::resolver(&ctx.config)?,
+                    tls: connector,
+                    port: settings.mta_sts_port,
+                    timeout: mta_sts::FETCH_TIMEOUT,
+                },
+                &ctx.config.data_dir.join("mta-sts"),
+            )),
+            _ => None,
+        };
         let connections = Arc::new(Semaphore::new(settings.max_connections.max(1)));
         Ok(OutboundRunner {
             shared: Arc::new(Shared {
@@ -161,6 +195,8 @@ impl OutboundRunner {
                 settings,
                 router,
                 tls,
+                mta_sts,
+                reports,
                 in_flight: Mutex::new(HashSet::new()),
                 released: Mutex::new(Vec::new()),
                 active: AtomicUsize::new(0),
@@ -437,6 +473,12 @@ impl Shared {
                 return all(class, failure.reply);
             }
         };
+        let reports = self.reports.as_deref();
+        let policy =
+            match sts::decide(self.mta_sts.as_ref(), reports, &destination.key, targets).await {
+                Ok(decision) => decision,
+                Err(reply) => return all(Class::Temporary, reply),
+            };
         let content = match self.queue.content(&job.message.id).await {
             Ok(QueuedContent::Memory(m)) => Ok(Loaded::Memory(m)),
             Ok(QueuedContent::File(path)) => FileMessage::scan_async(&path)
@@ -479,7 +521,7 @@ impl Shared {
             })
             .collect();
         let (results, reached_a_server) = self
-            .try_servers(&targets, &message, &recipients, connection)
+            .try_servers(&policy, &message, &recipients, connection)
             .await;
         if !reached_a_server
             && let Some(reply) = results
@@ -496,11 +538,12 @@ impl Shared {
     /// as far as a mail transaction.
     async fn try_servers(
         &self,
-        targets: &[Target],
+        policy: &sts::Decision,
         message: &OutgoingMessage<'_>,
         recipients: &[OutgoingRecipient<'_>],
         connection: &mut Option<SmtpConnection>,
     ) -> (Vec<RecipientResult>, bool) {
+        let targets = &policy.targets[..];
         let mut results: Vec<RecipientResult> = vec![
             RecipientResult {
                 class: Class::Temporary,
@@ -530,14 +573,28 @@ impl Shared {
             // A connection kept open since the last message may have been closed by the
             // server meanwhile: one fresh connection is tried before giving up on it.
             for fresh_try in 0..2 {
-                let reused = connection
-                    .as_ref()
-                    .is_some_and(|c| c.target() == target && c.reusable());
+                let reused = connection.as_ref().is_some_and(|c| {
+                    c.target() == target
+                            && c.reusable()
+                            // A connection opened before an enforced policy was known.
+                            && (!policy.require_tls || c.tls().is_some_and(|t| t.verified))
+                });
                 if !reused {
                     if let Some(c) = connection.take() {
                         c.quit().await;
                     }
-                    match self.open(target).await {
+                    let opened = self.open(target, policy.require_tls).await;
+                    if let (Some(reports), Some(domain)) = (&self.reports, &policy.domain) {
+                        let outcome = opened.as_ref().map(|c| c.tls());
+                        tls_report::session(
+                            reports,
+                            domain,
+                            policy.policy.as_deref(),
+                            target,
+                            outcome,
+                        );
+                    }
+                    match opened {
                         Ok(c) => *connection = Some(c),
                         Err(failure) => {
                             for &i in &pending {
@@ -625,13 +682,17 @@ impl Shared {
 
     /// Opens a connection; an opportunistic STARTTLS whose handshake fails is retried in plain
     /// text, as Postfix does.
-    async fn open(&self, target: &Target) -> Result<SmtpConnection, ConnectionFailure> {
+    async fn open(
+        &self,
+        target: &Target,
+        require_tls: bool,
+    ) -> Result<SmtpConnection, ConnectionFailure> {
         let relay = self.router.relayhost().is_some();
         let mut options = ConnectOptions {
             helo_name: &self.settings.hostname,
             tls: &self.tls,
             starttls: true,
-            require_tls: self.settings.require_tls,
+            require_tls: self.settings.require_tls || require_tls,
             credentials: if relay {
                 self.settings.relay_credentials.as_ref()
             } else {

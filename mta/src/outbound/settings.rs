@@ -46,6 +46,10 @@ pub struct OutboundSettings {
     pub max_sessions: usize,
     /// Roots trusted besides the system's (a private CA; tests).
     pub extra_roots: Vec<CertificateDer<'static>>,
+    /// Honour recipient domains' MTA-STS policies (`[auth] mta_sts`).
+    pub mta_sts: bool,
+    /// Port of the policy hosts (443; tests use another).
+    pub mta_sts_port: u16,
 }
 
 impl OutboundSettings {
@@ -81,6 +85,8 @@ impl OutboundSettings {
             max_addresses: 5,
             max_sessions: 2,
             extra_roots: Vec::new(),
+            mta_sts: config.mail_auth.mta_sts,
+            mta_sts_port: 443,
         }
     }
 

@@ -123,6 +123,12 @@ impl TlsClient {
         })
     }
 
+    /// The connector that demands a certificate verifying against the trusted roots (None
+    /// without roots): for HTTPS fetches such as MTA-STS policies.
+    pub fn verified_connector(&self) -> Option<TlsConnector> {
+        self.verified.clone()
+    }
+
     /// Runs the handshake with `host` (the MX name we looked up, or an IP literal).
     pub async fn connect(
         &self,

@@ -1130,6 +1130,12 @@ impl<B: SessionBackend> Session<B> {
             authenticated: self.user.is_some() && self.config.role.is_submission(),
             relay_allowed: self.conn.relay_allowed,
             remote_recipients: recipients.iter().any(|r| !r.local),
+            local_recipients: recipients
+                .iter()
+                .filter(|r| r.local)
+                .map(|r| r.address.clone())
+                .collect(),
+            forwarded: false,
             sender_auth,
             trace_len,
         };

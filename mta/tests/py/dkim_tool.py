@@ -6,6 +6,8 @@ authentication tests.
   dkim_tool.py verify ZONE < message
       ZONE: a zone as `hermod dns` prints it; the TXT records of *._domainkey are the keys.
       Verifies every DKIM-Signature; prints "verified N" and exits 0 only if all pass.
+  dkim_tool.py arcverify ZONE < message
+      Verifies the ARC chain; prints "arc pass" and exits 0 only if it passes.
 """
 import re
 import sys
@@ -66,10 +68,24 @@ def verify(zone_path):
     print('verified %d' % count)
 
 
+def arcverify(zone_path):
+    message = sys.stdin.buffer.read()
+    records = zone_txt(zone_path)
+
+    def dnsfunc(name, timeout=5):
+        return records.get(name.decode().rstrip('.').lower())
+
+    cv, _results, reason = dkim.ARC(message).verify(dnsfunc=dnsfunc)
+    print('arc %s %s' % (cv.decode(), reason))
+    sys.exit(0 if cv == b'pass' else 1)
+
+
 if __name__ == '__main__':
     if sys.argv[1] == 'sign':
         sign(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], len(sys.argv) > 6)
     elif sys.argv[1] == 'verify':
         verify(sys.argv[2])
+    elif sys.argv[1] == 'arcverify':
+        arcverify(sys.argv[2])
     else:
         sys.exit('unknown command')
