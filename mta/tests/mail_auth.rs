@@ -76,6 +76,10 @@ impl Rig {
             remote_recipients: false,
             sender_auth,
             trace_len: 0,
+            queue_id: "TESTID".into(),
+            recipients: vec!["bob@hermod.test".into()],
+            user: None,
+            size: message.len(),
         };
         self.auth
             .check_message(facts, message.to_vec(), &Ours)
@@ -102,6 +106,7 @@ fn accepted(outcome: MessageOutcome) -> String {
     match outcome {
         MessageOutcome::Accept(m) => String::from_utf8(m).unwrap(),
         MessageOutcome::Refuse(r) => panic!("refused: {}", r.to_line()),
+        MessageOutcome::Discard => panic!("discarded"),
     }
 }
 
@@ -109,6 +114,7 @@ fn refused(outcome: MessageOutcome) -> String {
     match outcome {
         MessageOutcome::Refuse(r) => r.to_line(),
         MessageOutcome::Accept(m) => panic!("accepted: {}", String::from_utf8_lossy(&m)),
+        MessageOutcome::Discard => panic!("discarded"),
     }
 }
 
