@@ -306,7 +306,12 @@ fn milter_reply(text: Option<&str>, default: u16, default_text: &'static str) ->
     let (status, rest) = match words.next() {
         Some(word) => match parse_status(word, code) {
             Some(status) => (status, words.next().unwrap_or("").to_string()),
-            None => (class, text.splitn(2, ' ').nth(1).unwrap_or("").to_string()),
+            None => (
+                class,
+                text.split_once(' ')
+                    .map_or("", |(_, rest)| rest)
+                    .to_string(),
+            ),
         },
         None => (class, String::new()),
     };
