@@ -185,7 +185,13 @@ fn start(
     }
     if wants(&[Service::Imap, Service::Imaps]) {
         let (ctx, sd) = (ctx.clone(), shutdown.clone());
-        tasks.spawn(async move { Ok(hermod_imapd::serve(ctx, sd).await?) });
+        tasks.spawn(async move {
+            // What users file into and out of Junk teaches rspamd (`[spam]`).
+            let learner = hermod_mta::filter::learn::Learner::start(&ctx.config, &sd)?;
+            let feedback =
+                learner.map(|l| l as Arc<dyn hermod_common::junk_feedback::JunkFeedback>);
+            Ok(hermod_imapd::serve_with(ctx, sd, feedback).await?)
+        });
     }
     if wants(&[Service::Http]) {
         let (ctx, sd) = (ctx.clone(), shutdown.clone());

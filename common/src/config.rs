@@ -14,7 +14,11 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize};
 
 mod mail_auth;
+mod screen;
+mod spam;
 pub use mail_auth::{MailAuthConfig, StsMode};
+pub use screen::{DnsblSite, ScreenConfig};
+pub use spam::{FilterFailure, MilterDefault, SpamConfig};
 
 /// Default location of the config file outside `--dev`.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hermod/hermod.toml";
@@ -440,6 +444,10 @@ pub struct Config {
     pub acme: AcmeConfig,
     /// `[auth]`: mail authentication (DKIM, SPF, DMARC, ARC).
     pub mail_auth: MailAuthConfig,
+    /// `[spam]`: content filtering (rspamd).
+    pub spam: SpamConfig,
+    /// `[screen]`: screening of port 25 clients at connect (DNSBL, pre-greeting).
+    pub screen: ScreenConfig,
     /// True in the zero-config `--dev` mode.
     pub dev: bool,
 }
@@ -484,6 +492,8 @@ struct FileConfig {
     limits: Option<Limits>,
     acme: Option<AcmeSection>,
     auth: Option<MailAuthConfig>,
+    spam: Option<SpamConfig>,
+    screen: Option<ScreenConfig>,
     smtp: Option<ServiceSection>,
     submission: Option<ServiceSection>,
     submissions: Option<ServiceSection>,
@@ -582,6 +592,8 @@ impl Config {
                 ca_file: None,
             },
             mail_auth: MailAuthConfig::default(),
+            spam: SpamConfig::default(),
+            screen: ScreenConfig::default(),
             dev,
         };
         config.listen = Service::ALL
@@ -772,6 +784,13 @@ impl Config {
                     .map_err(|m| invalid("mta_sts_mx", m))?;
             }
             self.mail_auth = v;
+        }
+        if let Some(v) = file.spam {
+            v.validate().map_err(|e| invalid("spam", e))?;
+            self.spam = v;
+        }
+        if let Some(v) = file.screen {
+            self.screen = v;
         }
         let sections = [
             (Service::Smtp, file.smtp.and_then(|s| s.listen)),
@@ -1034,6 +1053,8 @@ impl Config {
         ));
         out.push_str(&format!("write_timeout = {}\n", l.write_timeout));
         out.push_str(&self.mail_auth.render());
+        out.push_str(&self.spam.render());
+        out.push_str(&self.screen.render());
         out
     }
 }

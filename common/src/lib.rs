@@ -13,6 +13,7 @@ pub mod dns_records;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod junk_feedback;
 pub mod log_escape;
 pub mod login_throttle;
 pub mod metrics;

@@ -126,6 +126,7 @@ impl Rig {
             // A throttle per input: failed logins of earlier inputs must not slow this one.
             auth: Authenticator::new(directory(), 3),
             tls: None,
+            junk_feedback: None,
             settings,
         });
         Rig {

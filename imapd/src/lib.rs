@@ -30,4 +30,4 @@ pub mod wire;
 mod model_tests;
 #[cfg(test)]
 pub(crate) mod testing;
-pub use server::{ServeError, serve};
+pub use server::{ServeError, serve, serve_with};

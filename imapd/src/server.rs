@@ -58,11 +58,21 @@ impl Settings {
 
 /// Runs the IMAP service on the listeners bound in `ctx` (IMAP and IMAPS) until shutdown.
 pub async fn serve(ctx: Arc<Context>, shutdown: Shutdown) -> Result<(), ServeError> {
+    serve_with(ctx, shutdown, None).await
+}
+
+/// [`serve`], telling `junk_feedback` what users file into and out of Junk.
+pub async fn serve_with(
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+    junk_feedback: Option<Arc<dyn hermod_common::junk_feedback::JunkFeedback>>,
+) -> Result<(), ServeError> {
     let shared = Arc::new(Shared {
         store: ctx.store.clone(),
         auth: ctx.auth.clone(),
         tls: Some(ctx.tls.acceptor.clone()),
         settings: Settings::from_config(&ctx.config),
+        junk_feedback,
     });
     let mut tasks = Vec::new();
     for service in [Service::Imap, Service::Imaps] {

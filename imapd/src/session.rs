@@ -81,6 +81,8 @@ pub struct Shared {
     /// For STARTTLS; `None` when TLS is not available.
     pub tls: Option<TlsAcceptor>,
     pub settings: Settings,
+    /// Told when a user moves or copies messages into or out of Junk (a learning filter).
+    pub junk_feedback: Option<Arc<dyn hermod_common::junk_feedback::JunkFeedback>>,
 }
 
 /// What the connection loop does after a frame.

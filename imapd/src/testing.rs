@@ -39,6 +39,7 @@ impl Harness {
             store: store.clone(),
             auth: Authenticator::new(dir, 3),
             tls: None,
+            junk_feedback: None,
             settings,
         });
         Harness {
@@ -54,6 +55,7 @@ impl Harness {
             store: Store::new(self.store.config().clone()),
             auth: self.shared.auth.clone(),
             tls: None,
+            junk_feedback: None,
             settings: self.shared.settings.clone(),
         })
     }

@@ -176,6 +176,7 @@ async fn autologout_after_inactivity() {
         store: server.ctx.store.clone(),
         auth: server.ctx.auth.clone(),
         tls: None,
+        junk_feedback: None,
         settings: Settings {
             allow_plaintext_auth: true,
             login_timeout: Duration::from_millis(300),

@@ -6,6 +6,7 @@
 //!   implements it with the MDA in-process, [`lmtp_client`] over LMTP.
 //! - [`server`]: the daemon: listeners, the socket loop, [`serve`].
 //! - [`auth`]: mail authentication: DKIM signing, SPF/DKIM/DMARC/ARC verification.
+//! - [`filter`]: content filters at the end of DATA (rspamd).
 //! - [`bounce`]: delivery status notifications (RFC 3464).
 //! - [`envelope`]: the envelope of an accepted message and its queue id.
 
@@ -13,6 +14,7 @@ pub mod auth;
 pub mod bounce;
 pub mod delivery;
 pub mod envelope;
+pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ip_literal;

@@ -49,6 +49,8 @@ pub enum MtaError {
     Directory(#[from] hermod_common::directory::DirectoryError),
     #[error(transparent)]
     MailAuth(#[from] crate::auth::AuthSetupError),
+    #[error(transparent)]
+    Filter(#[from] crate::filter::FilterSetupError),
 }
 
 /// The queue directory of a config: `<data_dir>/queue`.
@@ -132,6 +134,8 @@ async fn run<D: LocalDelivery>(
     shutdown.spawn(reports.run(ctx.clone(), queue.clone(), shutdown.token().clone()));
 
     let postmaster_domain = postmaster_domain(&ctx).await?;
+    let screen = crate::filter::screen::Screen::new(&ctx.config)?;
+    let screen = screen.active().then(|| Arc::new(screen));
     let mut loops = JoinSet::new();
     for (service, role) in [
         (Service::Smtp, Role::Mx),
@@ -142,6 +146,7 @@ async fn run<D: LocalDelivery>(
         session_config.postmaster_domain = postmaster_domain.clone();
         let listener_setup = Arc::new(ListenerSetup {
             session_config: Arc::new(session_config),
+            screen: screen.clone().filter(|_| role == Role::Mx),
             backend: backend.clone(),
             ctx: ctx.clone(),
             shutdown: shutdown.clone(),
@@ -217,6 +222,8 @@ async fn postmaster_domain(ctx: &Context) -> Result<String, MtaError> {
 /// What every connection of one listener shares.
 struct ListenerSetup<B> {
     session_config: Arc<SessionConfig>,
+    /// Screening at connect (port 25 only, when configured).
+    screen: Option<Arc<crate::filter::screen::Screen>>,
     backend: Arc<B>,
     ctx: Arc<Context>,
     shutdown: Shutdown,
@@ -235,6 +242,12 @@ async fn run_connection<B: SessionBackend>(
         relay_allowed: role == Role::Mx && setup.ctx.config.in_mynetworks(peer),
         tls: stream.tls_description(),
     };
+    if let Some(screen) = &setup.screen
+        && !screen.admit(&mut stream, peer).await
+    {
+        let _ = stream.shutdown().await;
+        return;
+    }
     let mut session = Session::new(setup.session_config.clone(), conn, setup.backend.clone());
     let command_timeout = Duration::from_secs(setup.ctx.config.limits.idle_timeout.max(1));
     let mut out = Vec::with_capacity(1024);
@@ -324,15 +337,18 @@ pub struct ServerBackend {
     ctx: Arc<Context>,
     queue: Arc<Queue>,
     mail_auth: crate::auth::MailAuth,
+    spam: crate::filter::SpamFilter,
 }
 
 impl ServerBackend {
     pub fn new(ctx: Arc<Context>, queue: Arc<Queue>) -> Result<Self, MtaError> {
         let mail_auth = crate::auth::MailAuth::new(&ctx.config)?;
+        let spam = crate::filter::SpamFilter::new(&ctx.config)?;
         Ok(ServerBackend {
             ctx,
             queue,
             mail_auth,
+            spam,
         })
     }
 
@@ -480,7 +496,7 @@ impl SessionBackend for ServerBackend {
     }
 
     fn checks_content(&self, facts: &crate::auth::MessageFacts) -> bool {
-        self.mail_auth.checks(facts)
+        self.mail_auth.checks(facts) || self.spam.scans(facts)
     }
 
     async fn check_message(
@@ -489,9 +505,17 @@ impl SessionBackend for ServerBackend {
         message: Vec<u8>,
     ) -> crate::auth::MessageOutcome {
         if self.mail_auth.seals(&facts) {
-            facts.forwarded = self.forwards_remotely(&facts.local_recipients).await;
+            facts.forwarded = self.forwards_remotely(&facts.recipients).await;
         }
-        self.mail_auth.check_message(facts, message, self).await
+        // Mail authentication first: the filter sees (and may weigh) its results.
+        match self
+            .mail_auth
+            .check_message(facts.clone(), message, self)
+            .await
+        {
+            crate::auth::MessageOutcome::Accept(message) => self.spam.check(&facts, message).await,
+            refused => refused,
+        }
     }
 
     async fn enqueue(

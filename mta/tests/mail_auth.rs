@@ -74,10 +74,13 @@ impl Rig {
             authenticated: false,
             relay_allowed: false,
             remote_recipients: false,
-            local_recipients: vec!["bob@hermod.test".into()],
             forwarded: false,
             sender_auth,
             trace_len: 0,
+            queue_id: "TESTID".into(),
+            recipients: vec!["bob@hermod.test".into()],
+            user: None,
+            size: message.len(),
         };
         self.auth
             .check_message(facts, message.to_vec(), &Ours)
@@ -104,6 +107,7 @@ fn accepted(outcome: MessageOutcome) -> String {
     match outcome {
         MessageOutcome::Accept(m) => String::from_utf8(m).unwrap(),
         MessageOutcome::Refuse(r) => panic!("refused: {}", r.to_line()),
+        MessageOutcome::Discard => panic!("discarded"),
     }
 }
 
@@ -111,6 +115,7 @@ fn refused(outcome: MessageOutcome) -> String {
     match outcome {
         MessageOutcome::Refuse(r) => r.to_line(),
         MessageOutcome::Accept(m) => panic!("accepted: {}", String::from_utf8_lossy(&m)),
+        MessageOutcome::Discard => panic!("discarded"),
     }
 }
 
@@ -777,11 +782,14 @@ async fn forwarded_and_sealed(r: &Rig) -> (Vec<u8>, std::path::PathBuf) {
         authenticated: false,
         relay_allowed: false,
         remote_recipients: false,
-        local_recipients: vec!["alias@hermod.test".into()],
         // The backend found that this alias points to a remote address.
         forwarded: true,
         sender_auth,
         trace_len: 0,
+        queue_id: "TESTID".into(),
+        recipients: vec!["alias@hermod.test".into()],
+        user: None,
+        size: 70,
     };
     let message = b"From: x@sender.test\r\nTo: alias@hermod.test\r\nSubject: fwd\r\n\r\nbody\r\n";
     let sealed = accepted(auth.check_message(facts, message.to_vec(), &Ours).await);

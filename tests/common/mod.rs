@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod dns;
+pub mod fake_http;
+pub mod fake_milter;
+pub mod rspamd;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hermod");
 

@@ -1,6 +1,7 @@
 //! COPY and MOVE (RFC 3501 section 6.4.7, RFC 6851), UID forms, COPYUID (RFC 4315).
 
-use hermod_common::store::StoreError;
+use hermod_common::junk_feedback::JunkReport;
+use hermod_common::store::{SpecialUse, StoreError};
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::sequence::SequenceSet;
 
@@ -79,6 +80,7 @@ impl Session {
         }
         let src: Vec<u32> = result.pairs.iter().map(|p| p.0).collect();
         let dst: Vec<u32> = result.pairs.iter().map(|p| p.1).collect();
+        self.report_junk(&source, &dest, &dst);
         let copyuid = format!(
             "COPYUID {} {} {}",
             result.uidvalidity,
@@ -95,6 +97,28 @@ impl Session {
         } else {
             Reply::ok(format!("{verb} completed")).code(copyuid)
         }
+    }
+}
+
+impl Session {
+    /// Into Junk: spam; out of Junk into another folder but Trash (deleting spam says
+    /// nothing): not spam. Queued for the filter; the command does not wait.
+    fn report_junk(&self, source: &str, dest: &str, dest_uids: &[u32]) {
+        let (Some(feedback), Some(account)) = (&self.shared.junk_feedback, &self.account) else {
+            return;
+        };
+        let is = |name: &str, usage: SpecialUse| name.eq_ignore_ascii_case(usage.default_name());
+        let (from_junk, to_junk) = (is(source, SpecialUse::Junk), is(dest, SpecialUse::Junk));
+        if from_junk == to_junk || (from_junk && is(dest, SpecialUse::Trash)) {
+            return;
+        }
+        feedback.report(JunkReport {
+            user: account.user.clone(),
+            address: account.address.clone(),
+            mailbox: dest.to_string(),
+            uids: dest_uids.to_vec(),
+            spam: to_junk,
+        });
     }
 }
 

@@ -51,8 +51,6 @@ pub struct MessageFacts {
     pub relay_allowed: bool,
     /// At least one recipient is in a remote domain.
     pub remote_recipients: bool,
-    /// Recipients in our domains (bounded by the recipient limit), to tell forwarded mail.
-    pub local_recipients: Vec<String>,
     /// An alias of ours sends the message on to a remote address (set by the backend, which
     /// knows the directory): it gets an ARC seal.
     pub forwarded: bool,
@@ -61,13 +59,23 @@ pub struct MessageFacts {
     /// Length of our own trace fields (Received) at the start of the message: our results go
     /// below them, so the message still starts with our Received.
     pub trace_len: usize,
+    /// The queue id the message gets when it is accepted (for the filters and their logs).
+    pub queue_id: String,
+    /// The envelope recipients, as the client gave them.
+    pub recipients: Vec<String>,
+    /// The login name of the authenticated user, if any.
+    pub user: Option<String>,
+    /// Size of the message in bytes, our trace fields included.
+    pub size: usize,
 }
 
-/// The message to queue (possibly with new header fields), or the reply refusing it.
+/// The message to queue (possibly with new header fields), the reply refusing it, or neither.
 #[derive(Debug)]
 pub enum MessageOutcome {
     Accept(Vec<u8>),
     Refuse(Reply),
+    /// A filter (a milter's `discard`) wants it dropped: the client is told 250 all the same.
+    Discard,
 }
 
 /// Longest wait for the SPF lookups at MAIL FROM, and for all checks at the end of DATA: a

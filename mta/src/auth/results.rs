@@ -37,13 +37,14 @@ pub fn strip_claimed(message: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
 
 /// One header field: `start..end` covers the whole field with its folded lines and CRLF;
 /// the name ends at `name_end` (the colon).
-struct Field {
-    start: usize,
-    name_end: usize,
-    end: usize,
+pub(crate) struct Field {
+    pub(crate) start: usize,
+    pub(crate) name_end: usize,
+    pub(crate) end: usize,
 }
 
-fn header_fields(message: &[u8]) -> Vec<Field> {
+/// The fields of the header section, in order. Linear in the header section.
+pub(crate) fn header_fields(message: &[u8]) -> Vec<Field> {
     let mut fields: Vec<Field> = Vec::new();
     let mut pos = 0;
     while pos < message.len() {

@@ -1130,14 +1130,17 @@ impl<B: SessionBackend> Session<B> {
             authenticated: self.user.is_some() && self.config.role.is_submission(),
             relay_allowed: self.conn.relay_allowed,
             remote_recipients: recipients.iter().any(|r| !r.local),
-            local_recipients: recipients
-                .iter()
-                .filter(|r| r.local)
-                .map(|r| r.address.clone())
-                .collect(),
             forwarded: false,
             sender_auth,
             trace_len,
+            queue_id: id.to_string(),
+            recipients: recipients.iter().map(|r| r.address.clone()).collect(),
+            user: self.user.clone(),
+            size: queued.len()
+                + match &content {
+                    Content::Memory(body) => body.len(),
+                    Content::Spooled(spool) => usize::try_from(spool.len()).unwrap_or(usize::MAX),
+                },
         };
         // Mail authentication needs the whole message: a spooled one is read back first.
         let content = match content {
@@ -1165,6 +1168,14 @@ impl<B: SessionBackend> Session<B> {
                 queued = match self.backend.check_message(facts, queued).await {
                     MessageOutcome::Accept(message) => message,
                     MessageOutcome::Refuse(reply) => return self.send(out, reply),
+                    MessageOutcome::Discard => {
+                        tracing::info!(queue_id = %id, from = %log_escape::escape(&sender),
+                            "message discarded by a filter");
+                        return self.send(
+                            out,
+                            Reply::new(250, [2, 0, 0], format!("Ok: queued as {id}")),
+                        );
+                    }
                 };
                 None
             }
