@@ -14,7 +14,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize};
 
 mod mail_auth;
+mod sieve;
 pub use mail_auth::MailAuthConfig;
+pub use sieve::SieveConfig;
 
 /// Default location of the config file outside `--dev`.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hermod/hermod.toml";
@@ -198,10 +200,11 @@ pub enum Service {
     Pop3s,
     Lmtp,
     Http,
+    ManageSieve,
 }
 
 impl Service {
-    pub const ALL: [Service; 9] = [
+    pub const ALL: [Service; 10] = [
         Service::Smtp,
         Service::Submission,
         Service::Submissions,
@@ -211,6 +214,7 @@ impl Service {
         Service::Pop3s,
         Service::Lmtp,
         Service::Http,
+        Service::ManageSieve,
     ];
 
     /// The service's name as used in the config file's section names and in logs.
@@ -225,6 +229,7 @@ impl Service {
             Service::Pop3s => "pop3s",
             Service::Lmtp => "lmtp",
             Service::Http => "http",
+            Service::ManageSieve => "managesieve",
         }
     }
 
@@ -240,6 +245,8 @@ impl Service {
             Service::Pop3s => (995, 2995),
             Service::Lmtp => (24, 2024),
             Service::Http => (8080, 2080),
+            // RFC 5804 section 1.8.
+            Service::ManageSieve => (4190, 2190),
         }
     }
 
@@ -440,6 +447,8 @@ pub struct Config {
     pub acme: AcmeConfig,
     /// `[auth]`: mail authentication (DKIM, SPF, DMARC, ARC).
     pub mail_auth: MailAuthConfig,
+    /// `[sieve]`: users' filters, ManageSieve limits, vacation and SRS.
+    pub sieve: SieveConfig,
     /// True in the zero-config `--dev` mode.
     pub dev: bool,
 }
@@ -484,6 +493,7 @@ struct FileConfig {
     limits: Option<Limits>,
     acme: Option<AcmeSection>,
     auth: Option<MailAuthConfig>,
+    sieve: Option<SieveConfig>,
     smtp: Option<ServiceSection>,
     submission: Option<ServiceSection>,
     submissions: Option<ServiceSection>,
@@ -493,6 +503,7 @@ struct FileConfig {
     pop3s: Option<ServiceSection>,
     lmtp: Option<LmtpSection>,
     http: Option<ServiceSection>,
+    managesieve: Option<ServiceSection>,
 }
 
 /// How the command line asks for the configuration.
@@ -582,6 +593,7 @@ impl Config {
                 ca_file: None,
             },
             mail_auth: MailAuthConfig::default(),
+            sieve: SieveConfig::default(),
             dev,
         };
         config.listen = Service::ALL
@@ -762,6 +774,10 @@ impl Config {
         if let Some(v) = file.auth {
             self.mail_auth = v;
         }
+        if let Some(v) = file.sieve {
+            v.validate().map_err(|m| invalid("sieve", m))?;
+            self.sieve = v;
+        }
         let sections = [
             (Service::Smtp, file.smtp.and_then(|s| s.listen)),
             (Service::Submission, file.submission.and_then(|s| s.listen)),
@@ -774,6 +790,10 @@ impl Config {
             (Service::Pop3, file.pop3.and_then(|s| s.listen)),
             (Service::Pop3s, file.pop3s.and_then(|s| s.listen)),
             (Service::Http, file.http.and_then(|s| s.listen)),
+            (
+                Service::ManageSieve,
+                file.managesieve.and_then(|s| s.listen),
+            ),
         ];
         let mut lmtp_listen = None;
         if let Some(l) = file.lmtp {
@@ -1023,6 +1043,7 @@ impl Config {
         ));
         out.push_str(&format!("write_timeout = {}\n", l.write_timeout));
         out.push_str(&self.mail_auth.render());
+        out.push_str(&self.sieve.render());
         out
     }
 }

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod bounce;
 pub mod delivery;
 pub mod envelope;
+pub mod forwarding;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ip_literal;
@@ -22,6 +23,7 @@ pub mod outbound;
 pub mod queue;
 pub mod server;
 pub mod session;
+pub mod sieve_actions;
 
 pub use delivery::{DeliveryError, FailureKind, LocalDelivery};
 pub use envelope::{Envelope, EnvelopeRecipient, QueueId};
