@@ -15,6 +15,8 @@ pub mod lda;
 pub mod lmtp;
 mod message;
 mod reply;
+pub mod sieve;
+mod sieve_delivery;
 pub mod spool;
 
 use std::path::PathBuf;
