@@ -30,8 +30,9 @@ struct Cursor<'a> {
     src: &'a [u8],
     pos: usize,
     line: u32,
-    /// Byte offset where the current line starts (for columns).
-    line_start: usize,
+    /// Column of `pos` in characters, counted as bytes go by (never recounted: a script
+    /// on one long line stays linear).
+    col: u32,
 }
 
 impl Cursor<'_> {
@@ -46,14 +47,15 @@ impl Cursor<'_> {
         self.pos += 1;
         if b == b'\n' {
             self.line += 1;
-            self.line_start = self.pos;
+            self.col = 1;
+        } else if (b & 0xC0) != 0x80 {
+            // Characters, not bytes: UTF-8 continuation bytes do not count.
+            self.col += 1;
         }
         Some(b)
     }
     fn column(&self) -> u32 {
-        let text = &self.src[self.line_start..self.pos];
-        // Characters, not bytes.
-        (text.iter().filter(|b| (**b & 0xC0) != 0x80).count() + 1) as u32
+        self.col
     }
     fn error(&self, message: impl Into<String>) -> CompileError {
         CompileError::new(self.line, self.column(), message)
@@ -65,7 +67,7 @@ pub(crate) fn tokenize(source: &str) -> Result<Vec<Spanned>, CompileError> {
         src: source.as_bytes(),
         pos: 0,
         line: 1,
-        line_start: 0,
+        col: 1,
     };
     let mut tokens = Vec::new();
     loop {
