@@ -19,6 +19,8 @@ pub mod lmtp;
 pub mod managesieve;
 mod message;
 mod reply;
+pub mod sieve;
+mod sieve_delivery;
 pub mod spool;
 pub mod srs;
 
