@@ -152,3 +152,8 @@ fn replay_store_mbox() {
 fn replay_store_maildir() {
     assert!(replay("store_maildir") > 0);
 }
+
+#[test]
+fn replay_managesieve_session() {
+    assert!(replay("managesieve_session") > 0);
+}
