@@ -471,6 +471,13 @@ impl Parser {
         if call.name == "size" && (args.has("over") == args.has("under")) {
             return Err(err("size needs :over or :under".into()));
         }
+        if let Ok(Some(name)) = args.string("comparator") {
+            let ext = format!("comparator-{}", name.to_ascii_lowercase());
+            let builtin = matches!(name.to_ascii_lowercase().as_str(), "i;octet" | "i;ascii-casemap");
+            if !builtin && !self.has(&ext) {
+                return Err(err(format!("comparator \"{name}\" needs require \"{ext}\"")));
+            }
+        }
         if args.has("regex") {
             for a in &args.positional {
                 for key in a.strings().unwrap_or_default() {
