@@ -32,7 +32,12 @@ fn folder_files(data: &Path, folder: Option<&str>) -> Vec<(String, String)> {
     }
     ["new", "cur"]
         .iter()
-        .flat_map(|d| std::fs::read_dir(dir.join(d)).into_iter().flatten().flatten())
+        .flat_map(|d| {
+            std::fs::read_dir(dir.join(d))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
         .map(|e| {
             (
                 e.file_name().to_string_lossy().into_owned(),
@@ -71,9 +76,24 @@ fn script_files_into_folder_with_flags_and_headers() {
         .activate("alice", "localhost", "main")
         .expect("activate");
     let server = s.start("serve", s.ports.smtp);
-    send(s.ports.smtp, "bob@example.com", "alice@localhost", &message("weekly report"));
-    send(s.ports.smtp, "bob@example.com", "alice@localhost", &message("spam offer"));
-    send(s.ports.smtp, "bob@example.com", "alice@localhost", &message("lunch"));
+    send(
+        s.ports.smtp,
+        "bob@example.com",
+        "alice@localhost",
+        &message("weekly report"),
+    );
+    send(
+        s.ports.smtp,
+        "bob@example.com",
+        "alice@localhost",
+        &message("spam offer"),
+    );
+    send(
+        s.ports.smtp,
+        "bob@example.com",
+        "alice@localhost",
+        &message("lunch"),
+    );
     let data = s.data_dir();
     let filed = wait_until("the report in Reports", Duration::from_secs(20), || {
         let f = folder_files(&data, Some("Reports"));
@@ -86,11 +106,17 @@ fn script_files_into_folder_with_flags_and_headers() {
     assert!(name.ends_with(":2,FS"), "flags in the file name: {name}");
     let inbox = wait_until("lunch in INBOX", Duration::from_secs(20), || {
         let f = folder_files(&data, None);
-        f.iter().any(|(_, c)| c.contains("Subject: lunch")).then_some(f)
+        f.iter()
+            .any(|(_, c)| c.contains("Subject: lunch"))
+            .then_some(f)
     });
     // The discarded message is nowhere: INBOX holds only lunch.
     assert_eq!(inbox.len(), 1, "{inbox:?}");
-    assert!(server.log().contains("filtered to=<alice@localhost> by sieve"));
+    assert!(
+        server
+            .log()
+            .contains("filtered to=<alice@localhost> by sieve")
+    );
 }
 
 #[test]
@@ -111,7 +137,12 @@ fn broken_script_delivers_to_inbox_and_logs() {
     )
     .unwrap();
     let server = s.start("serve", s.ports.smtp);
-    send(s.ports.smtp, "bob@example.com", "alice@localhost", &message("still arrives"));
+    send(
+        s.ports.smtp,
+        "bob@example.com",
+        "alice@localhost",
+        &message("still arrives"),
+    );
     let data = s.data_dir();
     wait_until("the message in INBOX", Duration::from_secs(20), || {
         folder_files(&data, None)
@@ -127,7 +158,10 @@ fn broken_script_delivers_to_inbox_and_logs() {
     };
     // The compile error names the user, the script and the line.
     logged(&|l: &str| {
-        l.contains("sieve") && l.contains("alice@localhost") && l.contains("script broken") && l.contains("line 2")
+        l.contains("sieve")
+            && l.contains("alice@localhost")
+            && l.contains("script broken")
+            && l.contains("line 2")
     });
     // The runtime error names the admin script.
     logged(&|l: &str| l.contains("sieve") && l.contains("before.d/10-include"));

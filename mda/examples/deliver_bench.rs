@@ -91,7 +91,9 @@ fn sieve_script(rules: usize) -> String {
             3 => format!("header :regex \"subject\" \"^\\\\[never{i}\\\\]\""),
             _ => format!("allof (exists \"x-never-{i}\", true)"),
         };
-        s.push_str(&format!("if {test} {{ addflag \"$r{i}\"; fileinto \"F{i}\"; stop; }}\n"));
+        s.push_str(&format!(
+            "if {test} {{ addflag \"$r{i}\"; fileinto \"F{i}\"; stop; }}\n"
+        ));
     }
     s
 }

@@ -367,7 +367,9 @@ async fn sieve_files_discards_and_returns_outbound_actions() {
         };
         let r = deliver_subject("a list message").await;
         assert!(r.is_success());
-        assert!(matches!(&r.targets[0].outcome, TargetOutcome::Delivered { mailbox, .. } if mailbox == "Lists"));
+        assert!(
+            matches!(&r.targets[0].outcome, TargetOutcome::Delivered { mailbox, .. } if mailbox == "Lists")
+        );
         assert_eq!(h.messages("alice", "Lists").await.len(), 1);
 
         let r = deliver_subject("drop this").await;
@@ -383,7 +385,9 @@ async fn sieve_files_discards_and_returns_outbound_actions() {
             }]
         );
         let r = deliver_subject("away").await;
-        assert!(matches!(&r.targets[0].sieve[..], [hermod_mda::sieve::Action::Vacation(v)] if v.to == "s@remote.example"));
+        assert!(
+            matches!(&r.targets[0].sieve[..], [hermod_mda::sieve::Action::Vacation(v)] if v.to == "s@remote.example")
+        );
         // Only "fwd this" and "away" were kept in INBOX.
         assert_eq!(h.messages("alice", "INBOX").await.len(), 2);
     }

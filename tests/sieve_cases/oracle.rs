@@ -98,9 +98,18 @@ const TESTS: &[(&str, &str)] = &[
     // Pigeonhole 2.3.19 matches "?x*" against "logs" (a `?` then a literal then a final `*`
     // matches anything); RFC 5228 and hermod do not, so that form is not compared here.
     ("", "header :matches \"subject\" \"R?: *\""),
-    ("", "header :contains [\"subject\", \"x-priority\"] [\"plans\", \"normal\"]"),
-    ("", "header :comparator \"i;octet\" :contains \"subject\" \"Report\""),
-    ("", "header :comparator \"i;octet\" :contains \"subject\" \"report\""),
+    (
+        "",
+        "header :contains [\"subject\", \"x-priority\"] [\"plans\", \"normal\"]",
+    ),
+    (
+        "",
+        "header :comparator \"i;octet\" :contains \"subject\" \"Report\"",
+    ),
+    (
+        "",
+        "header :comparator \"i;octet\" :contains \"subject\" \"report\"",
+    ),
     ("", "header :is \"subject\" \"\""),
     ("", "header :contains \"x-missing\" \"\""),
     ("", "address :is \"from\" \"bob+lists@example.com\""),
@@ -116,14 +125,35 @@ const TESTS: &[(&str, &str)] = &[
     ("", "size :over 500"),
     ("", "size :under 300"),
     ("", "size :over 1K"),
-    ("", "anyof (header :contains \"from\" \"carol\", header :contains \"from\" \"dave\")"),
-    ("", "allof (exists \"cc\", not header :contains \"subject\" \"report\")"),
+    (
+        "",
+        "anyof (header :contains \"from\" \"carol\", header :contains \"from\" \"dave\")",
+    ),
+    (
+        "",
+        "allof (exists \"cc\", not header :contains \"subject\" \"report\")",
+    ),
     ("", "not anyof (false, false)"),
-    ("\"envelope\"", "envelope :is \"from\" \"bob+lists@example.com\""),
-    ("\"envelope\"", "envelope :domain :is \"to\" \"example.org\""),
-    ("\"envelope\"", "envelope :localpart :contains \"from\" \"bob\""),
-    ("\"envelope\", \"subaddress\"", "envelope :detail :is \"to\" \"sieve\""),
-    ("\"envelope\", \"subaddress\"", "envelope :user :is \"to\" \"alice\""),
+    (
+        "\"envelope\"",
+        "envelope :is \"from\" \"bob+lists@example.com\"",
+    ),
+    (
+        "\"envelope\"",
+        "envelope :domain :is \"to\" \"example.org\"",
+    ),
+    (
+        "\"envelope\"",
+        "envelope :localpart :contains \"from\" \"bob\"",
+    ),
+    (
+        "\"envelope\", \"subaddress\"",
+        "envelope :detail :is \"to\" \"sieve\"",
+    ),
+    (
+        "\"envelope\", \"subaddress\"",
+        "envelope :user :is \"to\" \"alice\"",
+    ),
     ("\"subaddress\"", "address :detail \"from\" \"lists\""),
     ("\"subaddress\"", "address :user :is \"cc\" \"eve\""),
     ("\"subaddress\"", "address :detail :matches \"cc\" \"*\""),
@@ -131,41 +161,119 @@ const TESTS: &[(&str, &str)] = &[
     ("\"body\"", "body :contains \"cafe\""),
     ("\"body\"", "body :raw :contains \"<b>cafe</b>\""),
     ("\"body\"", "body :content \"text/html\" :contains \"<b>\""),
-    ("\"body\"", "body :content \"text/plain\" :contains \"meet\""),
+    (
+        "\"body\"",
+        "body :content \"text/plain\" :contains \"meet\"",
+    ),
     ("\"body\"", "body :matches \"*disk full*\""),
     ("\"body\"", "body :contains \"SALE\""),
-    ("\"relational\", \"comparator-i;ascii-numeric\"", "header :count \"ge\" :comparator \"i;ascii-numeric\" \"to\" \"2\""),
-    ("\"relational\", \"comparator-i;ascii-numeric\"", "address :count \"eq\" :comparator \"i;ascii-numeric\" [\"to\", \"cc\"] \"3\""),
-    ("\"relational\", \"comparator-i;ascii-numeric\"", "header :value \"gt\" :comparator \"i;ascii-numeric\" \"x-priority\" \"5\""),
-    ("\"relational\", \"comparator-i;ascii-numeric\"", "header :value \"lt\" :comparator \"i;ascii-numeric\" \"x-priority\" \"5\""),
+    (
+        "\"relational\", \"comparator-i;ascii-numeric\"",
+        "header :count \"ge\" :comparator \"i;ascii-numeric\" \"to\" \"2\"",
+    ),
+    (
+        "\"relational\", \"comparator-i;ascii-numeric\"",
+        "address :count \"eq\" :comparator \"i;ascii-numeric\" [\"to\", \"cc\"] \"3\"",
+    ),
+    (
+        "\"relational\", \"comparator-i;ascii-numeric\"",
+        "header :value \"gt\" :comparator \"i;ascii-numeric\" \"x-priority\" \"5\"",
+    ),
+    (
+        "\"relational\", \"comparator-i;ascii-numeric\"",
+        "header :value \"lt\" :comparator \"i;ascii-numeric\" \"x-priority\" \"5\"",
+    ),
     ("\"relational\"", "header :value \"gt\" \"subject\" \"m\""),
-    ("\"relational\"", "header :value \"gt\" :comparator \"i;ascii-numeric\" \"x-priority\" \"1\""),
-    ("\"relational\", \"comparator-i;ascii-numeric\"", "header :count \"eq\" :comparator \"i;ascii-numeric\" \"received\" \"0\""),
-    ("\"comparator-i;ascii-numeric\"", "header :is :comparator \"i;ascii-numeric\" \"x-priority\" \"10\""),
+    (
+        "\"relational\"",
+        "header :value \"gt\" :comparator \"i;ascii-numeric\" \"x-priority\" \"1\"",
+    ),
+    (
+        "\"relational\", \"comparator-i;ascii-numeric\"",
+        "header :count \"eq\" :comparator \"i;ascii-numeric\" \"received\" \"0\"",
+    ),
+    (
+        "\"comparator-i;ascii-numeric\"",
+        "header :is :comparator \"i;ascii-numeric\" \"x-priority\" \"10\"",
+    ),
     ("\"date\"", "date :is \"date\" \"year\" \"2026\""),
     ("\"date\"", "date :is \"date\" \"date\" \"2026-12-03\""),
-    ("\"date\"", "date :originalzone :is \"date\" \"hour\" \"11\""),
-    ("\"date\"", "date :zone \"+0000\" :is \"date\" \"hour\" \"10\""),
-    ("\"date\"", "date :zone \"-0500\" :is \"date\" \"day\" \"01\""),
-    ("\"date\"", "date :originalzone :is \"date\" \"zone\" \"-0800\""),
-    ("\"date\"", "date :zone \"+0000\" :is \"date\" \"weekday\" \"4\""),
-    ("\"date\", \"relational\"", "date :zone \"+0000\" :value \"ge\" \"date\" \"month\" \"12\""),
-    ("\"date\"", "date :zone \"+0000\" :matches \"date\" \"iso8601\" \"2026-12-*\""),
-    ("\"date\"", "date :zone \"+0000\" :is \"received\" \"time\" \"10:00:00\""),
-    ("\"date\", \"index\"", "date :zone \"+0000\" :index 1 :last :is \"received\" \"minute\" \"59\""),
-    ("\"index\"", "header :index 2 :is \"to\" \"bob@example.com\""),
-    ("\"index\"", "address :index 1 :last :is \"to\" \"bob@example.com\""),
-    ("\"index\"", "header :index 1 :contains \"received\" \"a.example\""),
-    ("\"regex\"", "header :regex \"subject\" \"^\\\\[[a-z-]+\\\\]\""),
+    (
+        "\"date\"",
+        "date :originalzone :is \"date\" \"hour\" \"11\"",
+    ),
+    (
+        "\"date\"",
+        "date :zone \"+0000\" :is \"date\" \"hour\" \"10\"",
+    ),
+    (
+        "\"date\"",
+        "date :zone \"-0500\" :is \"date\" \"day\" \"01\"",
+    ),
+    (
+        "\"date\"",
+        "date :originalzone :is \"date\" \"zone\" \"-0800\"",
+    ),
+    (
+        "\"date\"",
+        "date :zone \"+0000\" :is \"date\" \"weekday\" \"4\"",
+    ),
+    (
+        "\"date\", \"relational\"",
+        "date :zone \"+0000\" :value \"ge\" \"date\" \"month\" \"12\"",
+    ),
+    (
+        "\"date\"",
+        "date :zone \"+0000\" :matches \"date\" \"iso8601\" \"2026-12-*\"",
+    ),
+    (
+        "\"date\"",
+        "date :zone \"+0000\" :is \"received\" \"time\" \"10:00:00\"",
+    ),
+    (
+        "\"date\", \"index\"",
+        "date :zone \"+0000\" :index 1 :last :is \"received\" \"minute\" \"59\"",
+    ),
+    (
+        "\"index\"",
+        "header :index 2 :is \"to\" \"bob@example.com\"",
+    ),
+    (
+        "\"index\"",
+        "address :index 1 :last :is \"to\" \"bob@example.com\"",
+    ),
+    (
+        "\"index\"",
+        "header :index 1 :contains \"received\" \"a.example\"",
+    ),
+    (
+        "\"regex\"",
+        "header :regex \"subject\" \"^\\\\[[a-z-]+\\\\]\"",
+    ),
     ("\"regex\"", "header :regex \"subject\" \"(re: )+plans\""),
-    ("\"regex\"", "address :regex :domain \"from\" \"example\\\\.(org|net)$\""),
-    ("\"regex\"", "header :regex :comparator \"i;octet\" \"subject\" \"^re\""),
+    (
+        "\"regex\"",
+        "address :regex :domain \"from\" \"example\\\\.(org|net)$\"",
+    ),
+    (
+        "\"regex\"",
+        "header :regex :comparator \"i;octet\" \"subject\" \"^re\"",
+    ),
     ("\"variables\"", "string :is \"${undefined}\" \"\""),
-    ("\"variables\"", "allof (header :matches \"from\" \"*<*@*>\", string :is \"${3}\" \"Example.com\")"),
-    ("\"variables\"", "allof (header :matches \"subject\" \"*: *\", string :is \"${2}\" \"Re: plans for 2027\")"),
+    (
+        "\"variables\"",
+        "allof (header :matches \"from\" \"*<*@*>\", string :is \"${3}\" \"Example.com\")",
+    ),
+    (
+        "\"variables\"",
+        "allof (header :matches \"subject\" \"*: *\", string :is \"${2}\" \"Re: plans for 2027\")",
+    ),
     ("\"imap4flags\"", "hasflag \"\\\\Seen\""),
     ("\"mailbox\"", "mailboxexists \"INBOX\""),
-    ("", "header :contains \"precedence\" [\"bulk\", \"list\", \"junk\"]"),
+    (
+        "",
+        "header :contains \"precedence\" [\"bulk\", \"list\", \"junk\"]",
+    ),
 ];
 
 /// Whole scripts run on every message.
@@ -311,7 +419,9 @@ fn theirs(dir: &Path, script: &str, message: &str) -> Vec<String> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         assert!(
-            stderr.contains("failed to compile") || stderr.contains("parse failed") || stderr.contains("validation failed"),
+            stderr.contains("failed to compile")
+                || stderr.contains("parse failed")
+                || stderr.contains("validation failed"),
             "sieve-test failed for another reason:\n{script}\n{stderr}"
         );
         return vec!["compile error".into()];
@@ -320,16 +430,17 @@ fn theirs(dir: &Path, script: &str, message: &str) -> Vec<String> {
     let mut in_message = false;
     let mut create = false;
     let mut current: Option<(String, String)> = None;
-    let finish = |current: &mut Option<(String, String)>, create: &mut bool, actions: &mut Vec<String>| {
-        if let Some((kind, rest)) = current.take() {
-            actions.push(if kind == "store" {
-                format!("{rest}{}", if *create { " create" } else { "" })
-            } else {
-                rest
-            });
-        }
-        *create = false;
-    };
+    let finish =
+        |current: &mut Option<(String, String)>, create: &mut bool, actions: &mut Vec<String>| {
+            if let Some((kind, rest)) = current.take() {
+                actions.push(if kind == "store" {
+                    format!("{rest}{}", if *create { " create" } else { "" })
+                } else {
+                    rest
+                });
+            }
+            *create = false;
+        };
     for line in stdout.lines() {
         if line.starts_with("START MESSAGE") {
             in_message = true;
@@ -345,22 +456,30 @@ fn theirs(dir: &Path, script: &str, message: &str) -> Vec<String> {
         let t = line.trim();
         if let Some(a) = t.strip_prefix("* ") {
             finish(&mut current, &mut create, &mut actions);
-            current = Some(if let Some(folder) = a.strip_prefix("store message in folder: ") {
-                ("store".into(), format!("store {folder} []"))
-            } else if let Some(to) = a.strip_prefix("redirect message to: ") {
-                ("redirect".into(), format!("redirect {}", to.trim_matches(['<', '>'])))
-            } else if a == "discard" {
-                ("discard".into(), "discard".into())
-            } else if let Some(r) = a.strip_prefix("reject message with reason: ") {
-                ("reject".into(), format!("reject {r}"))
-            } else if a.starts_with("send vacation message") {
-                ("vacation".into(), "vacation ".into())
-            } else {
-                ("other".into(), format!("unknown: {a}"))
-            });
+            current = Some(
+                if let Some(folder) = a.strip_prefix("store message in folder: ") {
+                    ("store".into(), format!("store {folder} []"))
+                } else if let Some(to) = a.strip_prefix("redirect message to: ") {
+                    (
+                        "redirect".into(),
+                        format!("redirect {}", to.trim_matches(['<', '>'])),
+                    )
+                } else if a == "discard" {
+                    ("discard".into(), "discard".into())
+                } else if let Some(r) = a.strip_prefix("reject message with reason: ") {
+                    ("reject".into(), format!("reject {r}"))
+                } else if a.starts_with("send vacation message") {
+                    ("vacation".into(), "vacation ".into())
+                } else {
+                    ("other".into(), format!("unknown: {a}"))
+                },
+            );
         } else if let Some(flags) = t.strip_prefix("+ add IMAP flags: ") {
             if let Some((_, rest)) = current.as_mut() {
-                let mut f: Vec<String> = flags.split_whitespace().map(|f| f.to_ascii_lowercase()).collect();
+                let mut f: Vec<String> = flags
+                    .split_whitespace()
+                    .map(|f| f.to_ascii_lowercase())
+                    .collect();
                 f.sort();
                 *rest = rest.replace("[]", &format!("[{}]", f.join(" ")));
             }

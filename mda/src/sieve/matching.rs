@@ -196,8 +196,7 @@ pub(crate) fn match_one(
             }
             let pattern = if match_type == MatchType::Matches {
                 if !want_captures && !key.contains(['*', '?', '\\']) {
-                    return Ok((comparator.compare(value, key) == Ordering::Equal)
-                        .then(Vec::new));
+                    return Ok((comparator.compare(value, key) == Ordering::Equal).then(Vec::new));
                 }
                 glob_to_regex(key)
             } else {
@@ -262,9 +261,15 @@ mod tests {
 
     #[test]
     fn matches_captures_take_the_shortest_first() {
-        let caps = match_one(Comparator::CaseMap, MatchType::Matches, "a-b-c", "*-*", true)
-            .unwrap()
-            .unwrap();
+        let caps = match_one(
+            Comparator::CaseMap,
+            MatchType::Matches,
+            "a-b-c",
+            "*-*",
+            true,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(caps, vec!["a-b-c", "a", "b-c"]);
     }
 
