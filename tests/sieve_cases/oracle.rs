@@ -485,10 +485,10 @@ fn theirs(dir: &Path, script: &str, message: &str) -> Vec<String> {
             }
         } else if t.starts_with("+ create mailbox") {
             create = true;
-        } else if let Some(secs) = t.strip_prefix("=> seconds : ") {
-            if let Some((_, rest)) = current.as_mut() {
-                rest.push_str(secs.trim());
-            }
+        } else if let Some(secs) = t.strip_prefix("=> seconds : ")
+            && let Some((_, rest)) = current.as_mut()
+        {
+            rest.push_str(secs.trim());
         }
     }
     finish(&mut current, &mut create, &mut actions);
