@@ -372,7 +372,15 @@ impl Delivery {
         let sieve = sieve_delivery::scripts_for(&self.scripts, user);
         let mut outbound = Vec::new();
         let outcome = self
-            .file_for_user(sender, recipient, user, detail, message, sieve, &mut outbound)
+            .file_for_user(
+                sender,
+                recipient,
+                user,
+                detail,
+                message,
+                sieve,
+                &mut outbound,
+            )
             .await;
         (outcome, outbound)
     }
@@ -454,8 +462,7 @@ impl Delivery {
                 auth_user: None,
             };
             let outcome =
-                sieve_delivery::run(&self.scripts, &scripts, user, envelope, message, &store)
-                    .await;
+                sieve_delivery::run(&self.scripts, &scripts, user, envelope, message, &store).await;
             outbound.extend(outcome.outbound().cloned());
             let copy = sieve_delivery::edited_copy(copy, outcome.header.as_deref(), to);
             let mut first = None;

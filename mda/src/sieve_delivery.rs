@@ -125,7 +125,11 @@ pub(crate) async fn run(
     let view = SieveMessage::new(message.head(), message.len());
     let outcome = execute(scripts, &view, &envelope, &mut host);
     for e in &outcome.errors {
-        tracing::error!("sieve: to=<{}> {}", user.address, e.replace(['\r', '\n'], " "));
+        tracing::error!(
+            "sieve: to=<{}> {}",
+            user.address,
+            e.replace(['\r', '\n'], " ")
+        );
     }
     outcome
 }
@@ -176,7 +180,8 @@ fn store_flags(flags: &[String]) -> (Flags, Vec<String>) {
             system.insert(flag);
         } else if !f.starts_with('\\')
             && f.len() <= 64
-            && f.bytes().all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b))
+            && f.bytes()
+                .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b))
         {
             keywords.push(f.clone());
         }
@@ -254,7 +259,10 @@ async fn write(
 
 /// Where each filing action of the outcome goes: (mailbox, flags, create). `Keep` files
 /// into `default_mailbox` (INBOX, the `+detail` folder or Junk, as without Sieve).
-pub(crate) fn filings(outcome: &Outcome, default_mailbox: &str) -> Vec<(String, Vec<String>, bool)> {
+pub(crate) fn filings(
+    outcome: &Outcome,
+    default_mailbox: &str,
+) -> Vec<(String, Vec<String>, bool)> {
     outcome
         .actions
         .iter()

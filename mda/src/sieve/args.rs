@@ -38,9 +38,7 @@ impl<'a> Args<'a> {
         while let Some(arg) = it.next() {
             match arg {
                 Arg::Tag(t) if TAKES_VALUE.contains(&t.as_str()) => {
-                    let value = it
-                        .next()
-                        .ok_or_else(|| format!("':{t}' needs a value"))?;
+                    let value = it.next().ok_or_else(|| format!("':{t}' needs a value"))?;
                     if matches!(value, Arg::Tag(_)) {
                         return Err(format!("':{t}' needs a value"));
                     }
@@ -58,7 +56,10 @@ impl<'a> Args<'a> {
     }
 
     pub fn value(&self, tag: &str) -> Option<&'a Arg> {
-        self.tags.iter().find(|(t, _)| *t == tag).and_then(|(_, v)| *v)
+        self.tags
+            .iter()
+            .find(|(t, _)| *t == tag)
+            .and_then(|(_, v)| *v)
     }
 
     pub fn number(&self, tag: &str) -> Result<Option<u64>, String> {

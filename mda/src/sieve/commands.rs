@@ -60,7 +60,10 @@ impl Exec<'_> {
             "reject" | "ereject" => {
                 let reason = self.expand(frame, args.string_at(0)?);
                 if self.actions.iter().any(|a| {
-                    matches!(a, Action::Reject { .. } | Action::Ereject { .. } | Action::Vacation(_))
+                    matches!(
+                        a,
+                        Action::Reject { .. } | Action::Ereject { .. } | Action::Vacation(_)
+                    )
                 }) {
                     return Err("reject cannot be combined with another reject or vacation".into());
                 }
@@ -98,7 +101,12 @@ impl Exec<'_> {
         }
     }
 
-    fn flag_command(&mut self, frame: &mut Frame, call: &Call, args: &Args<'_>) -> Result<(), String> {
+    fn flag_command(
+        &mut self,
+        frame: &mut Frame,
+        call: &Call,
+        args: &Args<'_>,
+    ) -> Result<(), String> {
         // Optional variable name first, then the flag list.
         let (var, list) = match args.positional.len() {
             1 => (None, args.strings(0)?),
@@ -200,11 +208,12 @@ impl Exec<'_> {
                 mime
             ),
         };
-        if self
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::Vacation(_) | Action::Reject { .. } | Action::Ereject { .. }))
-        {
+        if self.actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::Vacation(_) | Action::Reject { .. } | Action::Ereject { .. }
+            )
+        }) {
             return Err("vacation cannot be combined with reject or another vacation".into());
         }
         self.push_action(Action::Vacation(Vacation {
@@ -291,7 +300,10 @@ impl Exec<'_> {
             Some(0) => return Err("deleteheader: :index 0".into()),
             Some(n) => {
                 let pick = if from_last {
-                    positions.len().checked_sub(n).and_then(|i| positions.get(i))
+                    positions
+                        .len()
+                        .checked_sub(n)
+                        .and_then(|i| positions.get(i))
                 } else {
                     positions.get(n - 1)
                 };
@@ -367,7 +379,9 @@ fn encode_url(s: &str) -> String {
 
 /// Field names are printable ASCII without colon or space (RFC 5322 ftext).
 fn valid_field_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 997 && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+    !name.is_empty()
+        && name.len() <= 997
+        && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
 }
 
 /// RFC 5293 section 7: these may not be removed.
@@ -380,7 +394,9 @@ fn plausible_address(a: &str) -> bool {
         Some((local, domain)) => {
             !local.is_empty()
                 && !domain.is_empty()
-                && !a.chars().any(|c| c.is_control() || c == ' ' || c == '<' || c == '>' || c == ',')
+                && !a
+                    .chars()
+                    .any(|c| c.is_control() || c == ' ' || c == '<' || c == '>' || c == ',')
         }
         None => false,
     }

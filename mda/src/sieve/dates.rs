@@ -18,7 +18,11 @@ pub(crate) fn parse_zone(zone: &str) -> Option<i32> {
     if h > 23 || m > 59 {
         return None;
     }
-    Some(if b[0] == b'-' { -(h * 60 + m) } else { h * 60 + m })
+    Some(if b[0] == b'-' {
+        -(h * 60 + m)
+    } else {
+        h * 60 + m
+    })
 }
 
 /// (year, month, day) of a day number counted from 1970-01-01 (Howard Hinnant's algorithm).

@@ -91,8 +91,7 @@ impl Exec<'_> {
                     .filter(|n| ADDRESS_HEADERS.contains(&n.to_ascii_lowercase().as_str()))
                     .collect();
                 let values = self.header_values(&args, &names, addresses)?;
-                let values: Vec<String> =
-                    values.iter().filter_map(|a| part.extract(a)).collect();
+                let values: Vec<String> = values.iter().filter_map(|a| part.extract(a)).collect();
                 self.match_keys(frame, opts, &values, &keys)
             }
             "envelope" => {
@@ -242,7 +241,12 @@ impl Exec<'_> {
         Ok(values)
     }
 
-    fn date_test(&mut self, frame: &mut Frame, is_header: bool, args: &Args<'_>) -> Result<bool, String> {
+    fn date_test(
+        &mut self,
+        frame: &mut Frame,
+        is_header: bool,
+        args: &Args<'_>,
+    ) -> Result<bool, String> {
         let opts = MatchOpts::of(args)?;
         let zone = match args.string("zone")? {
             Some(z) => match parse_zone(z) {
@@ -315,9 +319,9 @@ impl Exec<'_> {
     ) -> Result<bool, String> {
         if let MatchType::Count(rel) = opts.match_type {
             let count = values.len().to_string();
-            return Ok(keys.iter().any(|k| {
-                rel.holds(opts.comparator.compare(&count, k))
-            }));
+            return Ok(keys
+                .iter()
+                .any(|k| rel.holds(opts.comparator.compare(&count, k))));
         }
         let want_captures = frame.script.0.has("variables")
             && matches!(opts.match_type, MatchType::Matches | MatchType::Regex);

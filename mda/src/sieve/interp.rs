@@ -18,7 +18,10 @@ pub(crate) enum Flow {
     /// `return`: ends the current (included) script.
     Return,
     /// `include`: run this script next, then continue.
-    Include { script: Script, name: String },
+    Include {
+        script: Script,
+        name: String,
+    },
 }
 
 /// Where execution is within one script: nested blocks, each a path from the top level

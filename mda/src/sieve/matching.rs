@@ -111,15 +111,16 @@ pub(crate) enum MatchType {
 #[derive(Debug)]
 pub(crate) struct BadPattern(pub String);
 
-/// A `:matches` glob as an anchored regex: `*` -> `(.*)`, `?` -> `(.)`, `\x` -> literal x;
-/// greedy, as RFC 5229 says wildcards expand.
+/// A `:matches` glob as an anchored regex: `*` -> `(.*?)`, `?` -> `(.)`, `\x` -> literal x.
+/// Stars match as little as they can (so `*: *` on `Re: Re: x` gives `Re` and `Re: x`, as
+/// Pigeonhole does).
 fn glob_to_regex(glob: &str) -> String {
     let mut re = String::with_capacity(glob.len() * 2 + 8);
     re.push_str("\\A");
     let mut chars = glob.chars();
     while let Some(c) = chars.next() {
         match c {
-            '*' => re.push_str("(.*)"),
+            '*' => re.push_str("(.*?)"),
             '?' => re.push_str("(.)"),
             '\\' => {
                 if let Some(n) = chars.next() {
@@ -195,8 +196,7 @@ pub(crate) fn match_one(
             }
             let pattern = if match_type == MatchType::Matches {
                 if !want_captures && !key.contains(['*', '?', '\\']) {
-                    return Ok((comparator.compare(value, key) == Ordering::Equal)
-                        .then(Vec::new));
+                    return Ok((comparator.compare(value, key) == Ordering::Equal).then(Vec::new));
                 }
                 glob_to_regex(key)
             } else {
@@ -260,11 +260,17 @@ mod tests {
     }
 
     #[test]
-    fn matches_captures_are_greedy() {
-        let caps = match_one(Comparator::CaseMap, MatchType::Matches, "a-b-c", "*-*", true)
-            .unwrap()
-            .unwrap();
-        assert_eq!(caps, vec!["a-b-c", "a-b", "c"]);
+    fn matches_captures_take_the_shortest_first() {
+        let caps = match_one(
+            Comparator::CaseMap,
+            MatchType::Matches,
+            "a-b-c",
+            "*-*",
+            true,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(caps, vec!["a-b-c", "a", "b-c"]);
     }
 
     #[test]

@@ -62,7 +62,9 @@ pub(crate) fn parse_header(bytes: &[u8]) -> (Vec<Field>, usize) {
                 last.raw.push_str(&String::from_utf8_lossy(content));
             }
         } else if let Some(colon) = content.iter().position(|b| *b == b':') {
-            let name = String::from_utf8_lossy(&content[..colon]).trim_end().to_string();
+            let name = String::from_utf8_lossy(&content[..colon])
+                .trim_end()
+                .to_string();
             fields.push(Field {
                 name,
                 raw: String::from_utf8_lossy(&content[colon + 1..]).into_owned(),
@@ -95,7 +97,10 @@ pub(crate) fn addresses(raw: &str) -> Vec<String> {
     let mut out = Vec::new();
     match value {
         HeaderValue::Address(mail_parser::Address::List(list)) => {
-            out.extend(list.into_iter().filter_map(|a| a.address.map(|s| s.into_owned())));
+            out.extend(
+                list.into_iter()
+                    .filter_map(|a| a.address.map(|s| s.into_owned())),
+            );
         }
         HeaderValue::Address(mail_parser::Address::Group(groups)) => {
             for g in groups {
@@ -123,9 +128,15 @@ pub(crate) enum BodyTransform {
 }
 
 /// The texts the `body` test compares, for the given transform.
-pub(crate) fn body_texts(message: &[u8], body_start: usize, transform: &BodyTransform) -> Vec<String> {
+pub(crate) fn body_texts(
+    message: &[u8],
+    body_start: usize,
+    transform: &BodyTransform,
+) -> Vec<String> {
     if transform == &BodyTransform::Raw {
-        return vec![String::from_utf8_lossy(&message[body_start.min(message.len())..]).into_owned()];
+        return vec![
+            String::from_utf8_lossy(&message[body_start.min(message.len())..]).into_owned(),
+        ];
     }
     let Some(parsed) = MessageParser::default().parse(message) else {
         return Vec::new();
@@ -180,12 +191,16 @@ mod tests {
 
     #[test]
     fn header_fields_fold_and_decode() {
-        let m = b"Subject: =?utf-8?q?caf=C3=A9?=\r\n  au lait\r\nTo: A <a@x.org>, b@y.org\r\n\r\nbody";
+        let m =
+            b"Subject: =?utf-8?q?caf=C3=A9?=\r\n  au lait\r\nTo: A <a@x.org>, b@y.org\r\n\r\nbody";
         let (fields, body) = parse_header(m);
         assert_eq!(fields.len(), 2);
         assert_eq!(&m[body..], b"body");
         let subject = decoded_value(&fields[0].raw);
-        assert!(subject.starts_with("café") && subject.ends_with("au lait"), "{subject}");
+        assert!(
+            subject.starts_with("café") && subject.ends_with("au lait"),
+            "{subject}"
+        );
         assert_eq!(addresses(&fields[1].raw), vec!["a@x.org", "b@y.org"]);
     }
 

@@ -4,8 +4,8 @@
 
 use super::args::Args;
 use super::ast::{Arg, Call, Command, Program, Test};
-use super::matching::check_regex;
 use super::lexer::{Spanned, Token, tokenize};
+use super::matching::check_regex;
 use super::{CompileError, limits};
 
 /// Every extension this implementation knows.
@@ -55,8 +55,9 @@ fn command_extension(name: &str) -> Option<&'static str> {
 
 fn test_extension(name: &str) -> Option<&'static str> {
     Some(match name {
-        "address" | "allof" | "anyof" | "exists" | "false" | "true" | "header" | "not"
-        | "size" => "",
+        "address" | "allof" | "anyof" | "exists" | "false" | "true" | "header" | "not" | "size" => {
+            ""
+        }
         "envelope" => "envelope",
         "body" => "body",
         "string" => "variables",
@@ -199,10 +200,18 @@ impl Parser {
                     let (args, _) = self.arguments(depth, false)?;
                     self.expect(Token::Semicolon, "';'")?;
                     let [arg] = &args[..] else {
-                        return Err(CompileError::new(line, column, "require takes a string list"));
+                        return Err(CompileError::new(
+                            line,
+                            column,
+                            "require takes a string list",
+                        ));
                     };
                     let Some(names) = arg.strings() else {
-                        return Err(CompileError::new(line, column, "require takes a string list"));
+                        return Err(CompileError::new(
+                            line,
+                            column,
+                            "require takes a string list",
+                        ));
                     };
                     for ext in names {
                         let ext = ext.to_ascii_lowercase();
@@ -232,7 +241,11 @@ impl Parser {
                     });
                 }
                 "elsif" | "else" => {
-                    let Some(Command::If { branches, otherwise }) = out.last_mut() else {
+                    let Some(Command::If {
+                        branches,
+                        otherwise,
+                    }) = out.last_mut()
+                    else {
                         return Err(CompileError::new(
                             line,
                             column,
@@ -417,8 +430,9 @@ impl Parser {
         let n = args.positional.len();
         let (min, max) = match call.name.as_str() {
             "stop" | "keep" | "discard" | "return" => (0, 0),
-            "fileinto" | "redirect" | "reject" | "ereject" | "vacation" | "include"
-            | "global" => (1, 1),
+            "fileinto" | "redirect" | "reject" | "ereject" | "vacation" | "include" | "global" => {
+                (1, 1)
+            }
             "set" | "addheader" => (2, 2),
             "deleteheader" | "setflag" | "addflag" | "removeflag" => (1, 2),
             _ => (0, usize::MAX),
@@ -463,13 +477,28 @@ impl Parser {
             _ => (0, usize::MAX),
         };
         if n < min || n > max {
-            return Err(err(format!("'{}' has {n} arguments, wants {min}", call.name)));
+            return Err(err(format!(
+                "'{}' has {n} arguments, wants {min}",
+                call.name
+            )));
         }
         if args.positional.iter().any(|a| matches!(a, Arg::Number(_))) {
             return Err(err(format!("'{}' takes no number here", call.name)));
         }
         if call.name == "size" && (args.has("over") == args.has("under")) {
             return Err(err("size needs :over or :under".into()));
+        }
+        if let Ok(Some(name)) = args.string("comparator") {
+            let ext = format!("comparator-{}", name.to_ascii_lowercase());
+            let builtin = matches!(
+                name.to_ascii_lowercase().as_str(),
+                "i;octet" | "i;ascii-casemap"
+            );
+            if !builtin && !self.has(&ext) {
+                return Err(err(format!(
+                    "comparator \"{name}\" needs require \"{ext}\""
+                )));
+            }
         }
         if args.has("regex") {
             for a in &args.positional {
@@ -560,7 +589,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.requires, vec!["fileinto"]);
-        assert!(matches!(&p.commands[0], Command::If { branches, otherwise: Some(_) } if branches.len() == 2));
+        assert!(
+            matches!(&p.commands[0], Command::If { branches, otherwise: Some(_) } if branches.len() == 2)
+        );
     }
 
     #[test]
@@ -574,10 +605,7 @@ mod tests {
         assert!(e.message.contains("without 'if'"));
         let e = parse("require \"bogus\";").unwrap_err();
         assert!(e.message.contains("unsupported"));
-        assert_eq!(
-            parse("keep;\nrequire \"fileinto\";").unwrap_err().line,
-            2
-        );
+        assert_eq!(parse("keep;\nrequire \"fileinto\";").unwrap_err().line, 2);
     }
 
     #[test]
@@ -586,14 +614,21 @@ mod tests {
         assert!(parse(&deep).unwrap_err().message.contains("deeply"));
         let deep = format!("if {} true{} {{}}", "not ".repeat(100_000), "");
         assert!(parse(&deep).is_err());
-        let deep = format!("if {}true{} {{}}", "anyof(".repeat(100_000), ")".repeat(100_000));
+        let deep = format!(
+            "if {}true{} {{}}",
+            "anyof(".repeat(100_000),
+            ")".repeat(100_000)
+        );
         assert!(parse(&deep).is_err());
     }
 
     #[test]
     fn encoded_characters() {
         assert_eq!(decode_encoded_characters("a${hex:42 43}d").unwrap(), "aBCd");
-        assert_eq!(decode_encoded_characters("${unicode:263a}").unwrap(), "\u{263a}");
+        assert_eq!(
+            decode_encoded_characters("${unicode:263a}").unwrap(),
+            "\u{263a}"
+        );
         assert_eq!(decode_encoded_characters("${hex:zz}").unwrap(), "${hex:zz}");
     }
 }

@@ -91,7 +91,9 @@ fn path_component(part: &str) -> Result<()> {
         && part != "."
         && part != ".."
         && part.len() <= 255
-        && !part.chars().any(|c| c.is_control() || c == '/' || c == '\\');
+        && !part
+            .chars()
+            .any(|c| c.is_control() || c == '/' || c == '\\');
     if ok {
         Ok(())
     } else {
@@ -279,10 +281,7 @@ impl ScriptStore {
                     name: format!("{}/{name}", phase.dir()),
                     script,
                 }),
-                Err(e) => tracing::error!(
-                    "sieve: admin script {} is skipped: {e}",
-                    path.display()
-                ),
+                Err(e) => tracing::error!("sieve: admin script {} is skipped: {e}", path.display()),
             }
         }
         out
@@ -425,11 +424,7 @@ fn load_compiled(path: &Path) -> Result<Script> {
         }
     })?;
     let key = (path.to_path_buf(), meta.modified().ok(), meta.len());
-    if let Some(script) = cache()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&key)
-    {
+    if let Some(script) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return Ok(script.clone());
     }
     let bytes = fs::read(path)?;
@@ -475,7 +470,15 @@ mod tests {
 
     #[test]
     fn names_cannot_escape_or_hide() {
-        for bad in ["", ".active", "../x", "a/b", "a\nb", "a\u{7}", &"x".repeat(129)] {
+        for bad in [
+            "",
+            ".active",
+            "../x",
+            "a/b",
+            "a\nb",
+            "a\u{7}",
+            &"x".repeat(129),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
         for good in ["main", "Vacation rules", "été", &"x".repeat(128)] {
@@ -515,14 +518,22 @@ mod tests {
             store.get(l, d, "renamed"),
             Err(SieveStoreError::NotFound)
         ));
-        assert!(dir.path().join("sieve/example.org/alice/other.sieve").exists());
+        assert!(
+            dir.path()
+                .join("sieve/example.org/alice/other.sieve")
+                .exists()
+        );
     }
 
     #[test]
     fn duplicate_records_expire() {
         let dir = tempfile::tempdir().unwrap();
         let store = ScriptStore::new(dir.path());
-        let dup = |now| store.duplicate("a", "x.org", "<id@x>", 100, false, now).unwrap();
+        let dup = |now| {
+            store
+                .duplicate("a", "x.org", "<id@x>", 100, false, now)
+                .unwrap()
+        };
         assert!(!dup(1000));
         assert!(dup(1050));
         assert!(!dup(1101));

@@ -100,21 +100,36 @@ fn no_actions_is_implicit_keep() {
 #[test]
 fn core_tests() {
     assert!(holds("", "header :contains \"subject\" \"weekly\""));
-    assert!(holds("", "header :is \"Subject\" \"[hermod-dev] Weekly report café\""));
+    assert!(holds(
+        "",
+        "header :is \"Subject\" \"[hermod-dev] Weekly report café\""
+    ));
     assert!(holds("", "header :matches \"subject\" \"*report*\""));
     assert!(!holds("", "header :is \"subject\" \"weekly\""));
     assert!(holds("", "address :domain :is \"from\" \"example.com\""));
     assert!(holds("", "address :localpart :is \"to\" \"carol\""));
-    assert!(holds("", "address :all :is [\"to\", \"cc\"] \"dave@example.org\""));
+    assert!(holds(
+        "",
+        "address :all :is [\"to\", \"cc\"] \"dave@example.org\""
+    ));
     assert!(!holds("", "address :is \"subject\" \"x\""));
     assert!(holds("", "exists [\"List-Id\", \"Message-ID\"]"));
     assert!(!holds("", "exists [\"List-Id\", \"X-None\"]"));
     assert!(holds("", "size :over 100"));
     assert!(holds("", "size :under 10K"));
     assert!(holds("", "allof (true, not false)"));
-    assert!(holds("", "anyof (false, header :contains \"list-id\" \"dev.hermod\")"));
-    assert!(holds("", "header :comparator \"i;octet\" :contains \"subject\" \"Weekly\""));
-    assert!(!holds("", "header :comparator \"i;octet\" :contains \"subject\" \"weekly\""));
+    assert!(holds(
+        "",
+        "anyof (false, header :contains \"list-id\" \"dev.hermod\")"
+    ));
+    assert!(holds(
+        "",
+        "header :comparator \"i;octet\" :contains \"subject\" \"Weekly\""
+    ));
+    assert!(!holds(
+        "",
+        "header :comparator \"i;octet\" :contains \"subject\" \"weekly\""
+    ));
 }
 
 #[test]
@@ -151,12 +166,20 @@ fn actions_and_implicit_keep() {
         }]
     );
     let out = run("require \"ereject\"; ereject \"no\";");
-    assert_eq!(out.actions, vec![Action::Ereject { reason: "no".into() }]);
+    assert_eq!(
+        out.actions,
+        vec![Action::Ereject {
+            reason: "no".into()
+        }]
+    );
 }
 
 #[test]
 fn envelope_and_subaddress() {
-    assert!(holds(",\"envelope\"", "envelope :is \"from\" \"bob+lists@example.com\""));
+    assert!(holds(
+        ",\"envelope\"",
+        "envelope :is \"from\" \"bob+lists@example.com\""
+    ));
     assert!(holds(
         ",\"envelope\",\"subaddress\"",
         "envelope :detail \"to\" \"sieve\""
@@ -165,7 +188,10 @@ fn envelope_and_subaddress() {
         ",\"envelope\",\"subaddress\"",
         "envelope :user \"to\" \"alice\""
     ));
-    assert!(holds(",\"subaddress\"", "address :detail \"from\" \"lists\""));
+    assert!(holds(
+        ",\"subaddress\"",
+        "address :detail \"from\" \"lists\""
+    ));
     assert!(!holds(",\"subaddress\"", "address :detail \"to\" \"\""));
 }
 
@@ -206,7 +232,10 @@ fn imap4flags() {
 fn body_test() {
     assert!(holds(",\"body\"", "body :contains \"numbers are\""));
     assert!(holds(",\"body\"", "body :raw :contains \"Alice,\""));
-    assert!(holds(",\"body\"", "body :content \"text\" :contains \"hello\""));
+    assert!(holds(
+        ",\"body\"",
+        "body :content \"text\" :contains \"hello\""
+    ));
     assert!(!holds(",\"body\"", "body :contains \"Subject\""));
 }
 
@@ -221,10 +250,7 @@ fn variables() {
         set :length \"n\" \"abcd\"; set :lower :upperfirst \"a\" \"HELLO\";\n\
         fileinto \"${n}-${a}-${unknown}-${bad\";");
     assert_eq!(out.actions, vec![fileinto("4-Hello--${bad")]);
-    assert!(holds(
-        ",\"variables\"",
-        "string :is \"${undefined}\" \"\""
-    ));
+    assert!(holds(",\"variables\"", "string :is \"${undefined}\" \"\""));
 }
 
 #[test]
@@ -262,12 +288,27 @@ fn vacation_action() {
 
 #[test]
 fn date_and_index() {
-    assert!(holds(",\"date\"", "date :is \"date\" \"date\" \"2026-12-03\""));
-    assert!(holds(",\"date\"", "date :originalzone :is \"date\" \"hour\" \"11\""));
+    assert!(holds(
+        ",\"date\"",
+        "date :is \"date\" \"date\" \"2026-12-03\""
+    ));
+    assert!(holds(
+        ",\"date\"",
+        "date :originalzone :is \"date\" \"hour\" \"11\""
+    ));
     assert!(holds(",\"date\"", "date :is \"date\" \"hour\" \"10\""));
-    assert!(holds(",\"date\"", "date :zone \"+0500\" :is \"date\" \"hour\" \"15\""));
-    assert!(holds(",\"date\"", "currentdate :is \"date\" \"2026-12-03\""));
-    assert!(holds(",\"date\"", "date :is \"received\" \"time\" \"10:00:00\""));
+    assert!(holds(
+        ",\"date\"",
+        "date :zone \"+0500\" :is \"date\" \"hour\" \"15\""
+    ));
+    assert!(holds(
+        ",\"date\"",
+        "currentdate :is \"date\" \"2026-12-03\""
+    ));
+    assert!(holds(
+        ",\"date\"",
+        "date :is \"received\" \"time\" \"10:00:00\""
+    ));
     assert!(holds(
         ",\"index\"",
         "header :index 1 :last :contains \"to\" \"carol\""
@@ -302,14 +343,16 @@ fn mailbox_and_create() {
 #[test]
 fn include_runs_and_bounds_loops() {
     let mut host = TestHost::default();
-    host.scripts
-        .insert("lists".into(), "require \"fileinto\"; fileinto \"L\";".into());
-    host.scripts
-        .insert("loop".into(), "require \"include\"; include \"loop\";".into());
     host.scripts.insert(
-        "ret".into(),
-        "require \"include\"; return; discard;".into(),
+        "lists".into(),
+        "require \"fileinto\"; fileinto \"L\";".into(),
     );
+    host.scripts.insert(
+        "loop".into(),
+        "require \"include\"; include \"loop\";".into(),
+    );
+    host.scripts
+        .insert("ret".into(), "require \"include\"; return; discard;".into());
     let out = run_with("require \"include\"; include \"lists\";", &mut host);
     assert_eq!(out.actions, vec![fileinto("L")]);
     let out = run_with("require \"include\"; include \"ret\";", &mut host);
@@ -317,7 +360,10 @@ fn include_runs_and_bounds_loops() {
     let out = run_with("require \"include\"; include \"loop\";", &mut host);
     assert_eq!(out.actions, vec![keep()]);
     assert!(out.errors[0].contains("include"), "{:?}", out.errors);
-    let out = run_with("require \"include\"; include :optional \"none\";", &mut host);
+    let out = run_with(
+        "require \"include\"; include :optional \"none\";",
+        &mut host,
+    );
     assert!(out.errors.is_empty());
     let out = run_with("require \"include\"; include \"none\";", &mut host);
     assert_eq!(out.actions, vec![keep()]);
@@ -359,24 +405,26 @@ fn editheader() {
     let out = run("require \"editheader\"; deleteheader \"Received\";");
     assert_eq!(out.errors.len(), 1);
     // Tests after an edit see the edited header.
-    assert!(holds(
-        ",\"editheader\"",
-        "allof(true, true)"
-    ));
-    let out = run("require [\"editheader\", \"fileinto\"]; addheader \"X-A\" \"1\";\n\
-        if header :is \"x-a\" \"1\" { fileinto \"edited\"; }");
+    assert!(holds(",\"editheader\"", "allof(true, true)"));
+    let out = run(
+        "require [\"editheader\", \"fileinto\"]; addheader \"X-A\" \"1\";\n\
+        if header :is \"x-a\" \"1\" { fileinto \"edited\"; }",
+    );
     assert!(out.actions.contains(&fileinto("edited")));
 }
 
 #[test]
 fn regex_test() {
-    assert!(holds(",\"regex\"", "header :regex \"subject\" \"^\\\\[hermod-[a-z]+\\\\]\""));
+    assert!(holds(
+        ",\"regex\"",
+        "header :regex \"subject\" \"^\\\\[hermod-[a-z]+\\\\]\""
+    ));
     let out = run("require [\"regex\", \"variables\", \"fileinto\"];\n\
         if header :regex \"subject\" \"\\\\[([a-z-]+)\\\\]\" { fileinto \"${1}\"; }");
     assert_eq!(out.actions, vec![fileinto("hermod-dev")]);
     // A bad regex is refused when the script is compiled.
-    let e = compile("require \"regex\"; if header :regex \"subject\" \"(\" { discard; }")
-        .unwrap_err();
+    let e =
+        compile("require \"regex\"; if header :regex \"subject\" \"(\" { discard; }").unwrap_err();
     assert!(e.message.contains("regex"), "{e}");
     // One made at run time from a variable is a runtime error: implicit keep.
     let out = run("require [\"regex\", \"variables\"]; set \"re\" \"(\";\n\
@@ -399,30 +447,40 @@ fn spamtest_reads_the_filter_header() {
 
 #[test]
 fn encoded_character() {
-    let out = run("require [\"encoded-character\", \"fileinto\"]; fileinto \"${hex:41}${unicode:e9}\";");
+    let out =
+        run("require [\"encoded-character\", \"fileinto\"]; fileinto \"${hex:41}${unicode:e9}\";");
     assert_eq!(out.actions, vec![fileinto("A\u{e9}")]);
 }
 
 #[test]
 fn runtime_limits() {
     let many = "require \"fileinto\";\n".to_string()
-        + &(0..200).map(|i| format!("fileinto \"f{i}\";\n")).collect::<String>();
+        + &(0..200)
+            .map(|i| format!("fileinto \"f{i}\";\n"))
+            .collect::<String>();
     let out = run(&many);
     assert_eq!(out.errors.len(), 1);
     assert!(out.actions.contains(&keep()));
-    let redirects = (0..10).map(|i| format!("redirect \"a{i}@x.org\";")).collect::<String>();
+    let redirects = (0..10)
+        .map(|i| format!("redirect \"a{i}@x.org\";"))
+        .collect::<String>();
     let out = run(&redirects);
     assert_eq!(out.errors.len(), 1);
     assert!(out.actions.contains(&keep()));
-    let big = "require \"variables\"; set \"a\" \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\";\n".to_string()
-        + &"set \"a\" \"${a}${a}\";\n".repeat(40);
+    let big =
+        "require \"variables\"; set \"a\" \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\";\n"
+            .to_string()
+            + &"set \"a\" \"${a}${a}\";\n".repeat(40);
     let out = run(&big);
     assert!(out.errors.is_empty(), "{:?}", out.errors);
 }
 
 #[test]
 fn sequence_stops_after_a_script_cancels_keep() {
-    let before = compile("require \"fileinto\"; if header :contains \"subject\" \"weekly\" { fileinto \"Junk\"; }").unwrap();
+    let before = compile(
+        "require \"fileinto\"; if header :contains \"subject\" \"weekly\" { fileinto \"Junk\"; }",
+    )
+    .unwrap();
     let user = compile("discard;").unwrap();
     let message = SieveMessage::new(MESSAGE.as_bytes(), MESSAGE.len() as u64);
     let scripts = [
@@ -446,7 +504,10 @@ fn sequence_stops_after_a_script_cancels_keep() {
 
 #[test]
 fn hostile_scripts_are_refused_or_bounded() {
-    let huge = format!("require \"fileinto\"; fileinto \"{}\";", "x".repeat(100_000));
+    let huge = format!(
+        "require \"fileinto\"; fileinto \"{}\";",
+        "x".repeat(100_000)
+    );
     assert!(compile(&huge).unwrap_err().message.contains("too long"));
     let too_big = "keep;\n".repeat(300_000);
     assert!(compile(&too_big).unwrap_err().message.contains("too large"));

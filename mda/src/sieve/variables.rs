@@ -47,7 +47,12 @@ impl Exec<'_> {
         frame.vars.get(&lower).cloned().unwrap_or_default()
     }
 
-    pub(crate) fn set_var(&mut self, frame: &mut Frame, name: &str, value: String) -> Result<(), String> {
+    pub(crate) fn set_var(
+        &mut self,
+        frame: &mut Frame,
+        name: &str,
+        value: String,
+    ) -> Result<(), String> {
         let lower = name.to_ascii_lowercase();
         let (is_global, bare) = match lower.strip_prefix("global.") {
             Some(g) => (true, g.to_string()),
