@@ -4,6 +4,7 @@ mod admin;
 mod dkim;
 mod privileges;
 mod run;
+mod sieve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +82,11 @@ enum Command {
     Dkim {
         #[command(subcommand)]
         action: DkimAction,
+    },
+    /// Users' Sieve filters (the scripts ManageSieve serves and delivery runs).
+    Sieve {
+        #[command(subcommand)]
+        action: SieveAction,
     },
     /// Print the DNS records to publish for a domain.
     Dns {
@@ -166,6 +172,36 @@ enum DkimAction {
 }
 
 #[derive(Subcommand, Debug)]
+enum SieveAction {
+    /// List a user's scripts; the active one is marked.
+    List { user: String },
+    /// Print a script.
+    Get { user: String, name: String },
+    /// Store a script from FILE (or standard input); it must compile.
+    Put {
+        user: String,
+        name: String,
+        file: Option<String>,
+        /// Make it the active script too.
+        #[arg(long)]
+        activate: bool,
+    },
+    /// Make a script the one delivery runs.
+    Activate { user: String, name: String },
+    /// Run no script of the user's.
+    Deactivate { user: String },
+    /// Delete a script (not the active one).
+    Delete { user: String, name: String },
+    /// Compile the user's scripts (or NAME, or --file F) and report errors with their line.
+    Check {
+        user: String,
+        name: Option<String>,
+        #[arg(long)]
+        file: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum QueueAction {
     /// List queued messages.
     List,
@@ -212,6 +248,7 @@ fn main() -> ExitCode {
             Command::Queue { action } => admin::queue(&opts, action).await,
             Command::CheckConfig => admin::check_config(&opts),
             Command::Dkim { action } => dkim::dkim(&opts, action),
+            Command::Sieve { action } => sieve::sieve(&opts, action).await,
             Command::Dns { domain, check } => admin::dns(&opts, &domain, check).await,
         }
     });

@@ -34,7 +34,7 @@ impl Role {
                 Service::Submissions,
                 Service::Http,
             ],
-            Role::Mda => &[Service::Lmtp],
+            Role::Mda => &[Service::Lmtp, Service::ManageSieve],
             Role::Imapd => &[Service::Imap, Service::Imaps],
             Role::Pop3d => &[Service::Pop3, Service::Pop3s],
         }
@@ -54,6 +54,7 @@ fn built(service: Service) -> bool {
             | Service::Imap
             | Service::Imaps
             | Service::Http
+            | Service::ManageSieve
     )
 }
 
@@ -196,6 +197,10 @@ fn start(
     if wants(&[Service::Http]) {
         let (ctx, sd) = (ctx.clone(), shutdown.clone());
         tasks.spawn(async move { Ok(hermod_common::http::serve(ctx, sd).await?) });
+    }
+    if wants(&[Service::ManageSieve]) {
+        let (ctx, sd) = (ctx.clone(), shutdown.clone());
+        tasks.spawn(async move { Ok(hermod_mda::managesieve::serve(ctx, sd).await?) });
     }
     if wants(&[Service::Pop3, Service::Pop3s]) {
         let (ctx, sd) = (ctx.clone(), shutdown.clone());

@@ -11,6 +11,10 @@ type Target = fn(&[u8]);
 const TARGETS: &[(&str, Target)] = &[
     ("smtp_session", hermod_mta::fuzzing::session),
     ("lmtp_session", hermod_mda::fuzzing::lmtp_session),
+    (
+        "managesieve_session",
+        hermod_mda::fuzzing::managesieve_session,
+    ),
     ("imap_session", hermod_imapd::fuzzing::session),
     ("imap_search", hermod_imapd::fuzzing::search),
     ("imap_framer", hermod_imapd::fuzzing::framer),
@@ -147,4 +151,9 @@ fn replay_store_mbox() {
 #[test]
 fn replay_store_maildir() {
     assert!(replay("store_maildir") > 0);
+}
+
+#[test]
+fn replay_managesieve_session() {
+    assert!(replay("managesieve_session") > 0);
 }

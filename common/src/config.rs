@@ -15,9 +15,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 mod mail_auth;
 mod screen;
+mod sieve;
 mod spam;
 pub use mail_auth::{MailAuthConfig, StsMode};
 pub use screen::{DnsblSite, ScreenConfig};
+pub use sieve::SieveConfig;
 pub use spam::{FilterFailure, MilterDefault, SpamConfig};
 
 /// Default location of the config file outside `--dev`.
@@ -202,10 +204,11 @@ pub enum Service {
     Pop3s,
     Lmtp,
     Http,
+    ManageSieve,
 }
 
 impl Service {
-    pub const ALL: [Service; 9] = [
+    pub const ALL: [Service; 10] = [
         Service::Smtp,
         Service::Submission,
         Service::Submissions,
@@ -215,6 +218,7 @@ impl Service {
         Service::Pop3s,
         Service::Lmtp,
         Service::Http,
+        Service::ManageSieve,
     ];
 
     /// The service's name as used in the config file's section names and in logs.
@@ -229,6 +233,7 @@ impl Service {
             Service::Pop3s => "pop3s",
             Service::Lmtp => "lmtp",
             Service::Http => "http",
+            Service::ManageSieve => "managesieve",
         }
     }
 
@@ -244,6 +249,8 @@ impl Service {
             Service::Pop3s => (995, 2995),
             Service::Lmtp => (24, 2024),
             Service::Http => (8080, 2080),
+            // RFC 5804 section 1.8.
+            Service::ManageSieve => (4190, 2190),
         }
     }
 
@@ -448,6 +455,8 @@ pub struct Config {
     pub spam: SpamConfig,
     /// `[screen]`: screening of port 25 clients at connect (DNSBL, pre-greeting).
     pub screen: ScreenConfig,
+    /// `[sieve]`: users' filters, ManageSieve limits, vacation and SRS.
+    pub sieve: SieveConfig,
     /// True in the zero-config `--dev` mode.
     pub dev: bool,
 }
@@ -494,6 +503,7 @@ struct FileConfig {
     auth: Option<MailAuthConfig>,
     spam: Option<SpamConfig>,
     screen: Option<ScreenConfig>,
+    sieve: Option<SieveConfig>,
     smtp: Option<ServiceSection>,
     submission: Option<ServiceSection>,
     submissions: Option<ServiceSection>,
@@ -503,6 +513,7 @@ struct FileConfig {
     pop3s: Option<ServiceSection>,
     lmtp: Option<LmtpSection>,
     http: Option<ServiceSection>,
+    managesieve: Option<ServiceSection>,
 }
 
 /// How the command line asks for the configuration.
@@ -594,6 +605,7 @@ impl Config {
             mail_auth: MailAuthConfig::default(),
             spam: SpamConfig::default(),
             screen: ScreenConfig::default(),
+            sieve: SieveConfig::default(),
             dev,
         };
         config.listen = Service::ALL
@@ -792,6 +804,10 @@ impl Config {
         if let Some(v) = file.screen {
             self.screen = v;
         }
+        if let Some(v) = file.sieve {
+            v.validate().map_err(|m| invalid("sieve", m))?;
+            self.sieve = v;
+        }
         let sections = [
             (Service::Smtp, file.smtp.and_then(|s| s.listen)),
             (Service::Submission, file.submission.and_then(|s| s.listen)),
@@ -804,6 +820,10 @@ impl Config {
             (Service::Pop3, file.pop3.and_then(|s| s.listen)),
             (Service::Pop3s, file.pop3s.and_then(|s| s.listen)),
             (Service::Http, file.http.and_then(|s| s.listen)),
+            (
+                Service::ManageSieve,
+                file.managesieve.and_then(|s| s.listen),
+            ),
         ];
         let mut lmtp_listen = None;
         if let Some(l) = file.lmtp {
@@ -1055,6 +1075,7 @@ impl Config {
         out.push_str(&self.mail_auth.render());
         out.push_str(&self.spam.render());
         out.push_str(&self.screen.render());
+        out.push_str(&self.sieve.render());
         out
     }
 }

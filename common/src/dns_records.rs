@@ -322,24 +322,38 @@ pub fn records(config: &Config, domain: &str, dkim: &[DkimKey]) -> Vec<Record> {
          connections to this domain.",
     ));
 
-    // RFC 6186 (and 8314 for the implicit-TLS names): clients may find the servers by SRV.
+    // RFC 6186 (and 8314 for the implicit-TLS names): clients may find the servers by SRV;
+    // ManageSieve clients by `_sieve._tcp` (RFC 5804 section 1.8).
     let srv = [
         (
             "_submissions._tcp",
             Service::Submissions,
             "SMTP submission over TLS",
+            "RFC 6186",
         ),
         (
             "_submission._tcp",
             Service::Submission,
             "SMTP submission with STARTTLS",
+            "RFC 6186",
         ),
-        ("_imaps._tcp", Service::Imaps, "IMAP over TLS"),
-        ("_imap._tcp", Service::Imap, "IMAP with STARTTLS"),
-        ("_pop3s._tcp", Service::Pop3s, "POP3 over TLS"),
-        ("_pop3._tcp", Service::Pop3, "POP3 with STLS"),
+        ("_imaps._tcp", Service::Imaps, "IMAP over TLS", "RFC 6186"),
+        (
+            "_imap._tcp",
+            Service::Imap,
+            "IMAP with STARTTLS",
+            "RFC 6186",
+        ),
+        ("_pop3s._tcp", Service::Pop3s, "POP3 over TLS", "RFC 6186"),
+        ("_pop3._tcp", Service::Pop3, "POP3 with STLS", "RFC 6186"),
+        (
+            "_sieve._tcp",
+            Service::ManageSieve,
+            "ManageSieve (Sieve filters) with STARTTLS",
+            "RFC 5804",
+        ),
     ];
-    for (label, service, what) in srv {
+    for (label, service, what, rfc) in srv {
         let data = match port_of(config, service) {
             Some(port) => RecordData::Srv {
                 priority: 0,
@@ -355,9 +369,9 @@ pub fn records(config: &Config, domain: &str, dkim: &[DkimKey]) -> Vec<Record> {
             },
         };
         let note = if port_of(config, service).is_some() {
-            format!("{what} (RFC 6186).")
+            format!("{what} ({rfc}).")
         } else {
-            format!("{what} is off: \".\" tells clients it is not offered (RFC 6186).")
+            format!("{what} is off: \".\" tells clients it is not offered ({rfc}).")
         };
         out.push(Record::new(&sub(label), data, note));
     }
@@ -1020,6 +1034,7 @@ mod tests {
         has("_imap._tcp.example.org. 3600 IN SRV 0 1 143 mail.example.org.");
         has("_imaps._tcp.example.org. 3600 IN SRV 0 1 993 mail.example.org.");
         has("_pop3s._tcp.example.org. 3600 IN SRV 0 1 995 mail.example.org.");
+        has("_sieve._tcp.example.org. 3600 IN SRV 0 1 4190 mail.example.org.");
         // POP3 on 110 is off in this config: "." says so.
         has("_pop3._tcp.example.org. 3600 IN SRV 0 0 0 .");
         has("autoconfig.example.org. 3600 IN CNAME mail.example.org.");

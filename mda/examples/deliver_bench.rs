@@ -3,11 +3,13 @@
 //! Maildir and then into mbox. Prints deliveries per second and latency percentiles.
 //!
 //! cargo run --release -p hermod-mda --example deliver_bench -- [--n 20000] [--writers 8]
-//!     [--size 5120] [--users W] [--dir PATH]
+//!     [--size 5120] [--users W] [--dir PATH] [--sieve-rules R]
 //!
 //! `--users` is how many mailboxes the writers share (default: one per writer; 1 = all
 //! into one mailbox). `--dir` is where the temporary data dirs go (default: the system temp
-//! dir); use a real disk, as fsync on tmpfs costs nothing.
+//! dir); use a real disk, as fsync on tmpfs costs nothing. `--sieve-rules R` gives every
+//! user an active Sieve script of R rules (header, address, envelope-free tests that do not
+//! match, so each message goes through all of them and is kept).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +25,7 @@ struct Options {
     size: usize,
     users: usize,
     dir: Option<std::path::PathBuf>,
+    sieve_rules: usize,
 }
 
 fn options() -> Options {
@@ -32,6 +35,7 @@ fn options() -> Options {
         size: 5 * 1024,
         users: 0,
         dir: None,
+        sieve_rules: 0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -44,6 +48,7 @@ fn options() -> Options {
             "--size" => o.size = number(),
             "--users" => o.users = number(),
             "--dir" => o.dir = Some(value.clone().into()),
+            "--sieve-rules" => o.sieve_rules = number(),
             _ => usage(),
         }
         i += 2;
@@ -55,7 +60,10 @@ fn options() -> Options {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: deliver_bench [--n N] [--writers W] [--size BYTES] [--users U] [--dir PATH]");
+    eprintln!(
+        "usage: deliver_bench [--n N] [--writers W] [--size BYTES] [--users U] [--dir PATH] \
+         [--sieve-rules R]"
+    );
     std::process::exit(2)
 }
 
@@ -70,6 +78,24 @@ fn message(size: usize, i: usize) -> Vec<u8> {
         m.extend_from_slice(&line[..take]);
     }
     m
+}
+
+/// A script of `rules` rules that never match (so all are evaluated).
+fn sieve_script(rules: usize) -> String {
+    let mut s = String::from("require [\"fileinto\", \"imap4flags\", \"regex\"];\n");
+    for i in 0..rules {
+        let test = match i % 5 {
+            0 => format!("header :contains \"subject\" \"never-{i}\""),
+            1 => format!("address :domain :is \"from\" \"never{i}.example\""),
+            2 => format!("header :matches \"list-id\" \"*<list{i}.*>\""),
+            3 => format!("header :regex \"subject\" \"^\\\\[never{i}\\\\]\""),
+            _ => format!("allof (exists \"x-never-{i}\", true)"),
+        };
+        s.push_str(&format!(
+            "if {test} {{ addflag \"$r{i}\"; fileinto \"F{i}\"; stop; }}\n"
+        ));
+    }
+    s
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -99,6 +125,12 @@ async fn run(format: MailboxFormat, o: &Options) -> Result<(), Box<dyn std::erro
             .await?;
         // Open each store once before timing (creates the default folders).
         ctx.store.user(&format!("user{u}"), "example.org").await?;
+        if o.sieve_rules > 0 {
+            let scripts = hermod_mda::sieve::store::ScriptStore::new(tmp.path());
+            let local = format!("user{u}");
+            scripts.put(&local, "example.org", "bench", &sieve_script(o.sieve_rules))?;
+            scripts.activate(&local, "example.org", "bench")?;
+        }
         users.push(address);
     }
     let users = Arc::new(users);
@@ -147,11 +179,12 @@ async fn run(format: MailboxFormat, o: &Options) -> Result<(), Box<dyn std::erro
         MailboxFormat::Mbox => "mbox",
     };
     println!(
-        "{name:8} n={} writers={} users={} size={}B: {:.0} deliveries/s in {:.2}s, latency p50={:.2}ms p99={:.2}ms max={:.2}ms, failures={}",
+        "{name:8} n={} writers={} users={} size={}B sieve_rules={}: {:.0} deliveries/s in {:.2}s, latency p50={:.2}ms p99={:.2}ms max={:.2}ms, failures={}",
         o.n,
         o.writers,
         o.users,
         o.size,
+        o.sieve_rules,
         o.n as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,

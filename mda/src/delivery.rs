@@ -14,6 +14,9 @@ use hermod_common::{Context, Destination, Directory, User};
 use crate::content::{Content, FileContent};
 use crate::message::{already_delivered_to, is_quarantined, trace_headers, with_trace_headers};
 use crate::reply::Reply;
+use crate::sieve::store::ScriptStore;
+use crate::sieve::{Action as SieveAction, SieveEnvelope};
+use crate::sieve_delivery;
 
 /// The envelope of a message to deliver.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -27,8 +30,12 @@ pub struct Envelope {
 /// What happened for one address an envelope recipient resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetOutcome {
-    /// Filed into `mailbox` of the user with `uid`, durably.
+    /// Filed into `mailbox` of the user with `uid`, durably (with Sieve: the first folder
+    /// the scripts filed it into).
     Delivered { mailbox: String, uid: Uid },
+    /// The user's Sieve scripts disposed of the message without filing it (discard,
+    /// redirect, reject): a success; [`TargetResult::sieve`] says what to send.
+    Filtered,
     /// A remote address (an alias pointing off-site): the MTA must queue it.
     Forward,
     /// Not delivered; the reply says why and whether to retry.
@@ -40,6 +47,13 @@ pub enum TargetOutcome {
 pub struct TargetResult {
     pub address: String,
     pub outcome: TargetOutcome,
+    /// What the user's Sieve scripts ask the caller to send, in script order:
+    /// [`SieveAction::Redirect`] (queue a copy to the address; the envelope sender is the
+    /// caller's choice, e.g. SRS), [`SieveAction::Vacation`] (an RFC 3834 auto-reply, if
+    /// the caller's checks allow), [`SieveAction::Reject`] / [`SieveAction::Ereject`] (a
+    /// refusal notice; for ereject over LMTP a 550 may be answered instead). Empty without
+    /// Sieve. Filing (keep, fileinto, flags, header edits) is already done.
+    pub sieve: Vec<SieveAction>,
 }
 
 /// The result for one envelope recipient.
@@ -108,6 +122,8 @@ pub struct Delivery {
     duplicate_check: bool,
     /// Config `plus_address_folders`: where `user+folder@` may file (see [`plus_allowed`]).
     plus_folders: Vec<String>,
+    /// Users' and admins' Sieve scripts (`<data_dir>/sieve`).
+    scripts: ScriptStore,
 }
 
 /// How many of the newest messages of a mailbox are compared when looking for a copy that a
@@ -161,7 +177,9 @@ fn store_failure(recipient: &str, e: &StoreError) -> Reply {
 impl Delivery {
     /// Delivery that returns remote alias targets as forwards (for the MTA).
     pub fn new(directory: Directory, store: Store, message_size_limit: u64) -> Delivery {
+        let scripts = ScriptStore::new(&store.config().data_dir);
         Delivery {
+            scripts,
             directory,
             store,
             size_limit: message_size_limit,
@@ -307,7 +325,8 @@ impl Delivery {
                         .await;
                     TargetResult {
                         address: user.address,
-                        outcome,
+                        outcome: outcome.0,
+                        sieve: outcome.1,
                     }
                 }
             };
@@ -333,10 +352,15 @@ impl Delivery {
             log_refusal(&address, Some(recipient), &reply);
             TargetOutcome::Failed(reply)
         };
-        TargetResult { address, outcome }
+        TargetResult {
+            address,
+            outcome,
+            sieve: Vec::new(),
+        }
     }
 
-    /// Files one copy into `user`'s store.
+    /// Files one copy into `user`'s store (as the user's Sieve scripts say, if any); returns
+    /// the outcome and what the scripts ask the caller to send.
     async fn deliver_to_user(
         &self,
         sender: &str,
@@ -344,6 +368,33 @@ impl Delivery {
         user: &User,
         detail: Option<&str>,
         message: Content<'_>,
+    ) -> (TargetOutcome, Vec<SieveAction>) {
+        let sieve = sieve_delivery::scripts_for(&self.scripts, user);
+        let mut outbound = Vec::new();
+        let outcome = self
+            .file_for_user(
+                sender,
+                recipient,
+                user,
+                detail,
+                message,
+                sieve,
+                &mut outbound,
+            )
+            .await;
+        (outcome, outbound)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn file_for_user(
+        &self,
+        sender: &str,
+        recipient: &str,
+        user: &User,
+        detail: Option<&str>,
+        message: Content<'_>,
+        sieve: Option<Vec<crate::sieve::NamedScript>>,
+        outbound: &mut Vec<SieveAction>,
     ) -> TargetOutcome {
         let to = &user.address;
         let orig = (!recipient.eq_ignore_ascii_case(to)).then_some(recipient);
@@ -403,6 +454,44 @@ impl Delivery {
             Some(d) if !d.is_empty() => detail_folder(&store, d, plus_folders).await,
             _ => INBOX.to_string(),
         };
+        if let Some(scripts) = sieve {
+            let envelope = SieveEnvelope {
+                from: sender.to_string(),
+                to: to.clone(),
+                orig_to: recipient.to_string(),
+                auth_user: None,
+            };
+            let outcome =
+                sieve_delivery::run(&self.scripts, &scripts, user, envelope, message, &store).await;
+            outbound.extend(outcome.outbound().cloned());
+            let copy = sieve_delivery::edited_copy(copy, outcome.header.as_deref(), to);
+            let mut first = None;
+            for (target, flags, create) in sieve_delivery::filings(&outcome, &mailbox) {
+                match sieve_delivery::file_into(&store, &copy, &target, &flags, create).await {
+                    Ok((filed, uid)) => {
+                        tracing::info!(
+                            "delivered to=<{to}> mailbox={filed} uid={uid} size={} (sieve)",
+                            copy.len()
+                        );
+                        hermod_common::metrics::inc(
+                            hermod_common::metrics::Counter::MessagesDelivered,
+                        );
+                        first.get_or_insert(TargetOutcome::Delivered {
+                            mailbox: filed,
+                            uid,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::error!(to = %to, mailbox = %target, error = %e, "store write failed");
+                        return fail(store_failure(recipient, &e));
+                    }
+                }
+            }
+            return first.unwrap_or_else(|| {
+                tracing::info!("filtered to=<{to}> by sieve: not filed");
+                TargetOutcome::Filtered
+            });
+        }
         let mut result = copy.file_into(&store, &mailbox).await;
         if matches!(result, Err(StoreError::NoSuchMailbox(_))) && mailbox != INBOX {
             // The folder went away between the lookup and the write.
@@ -433,7 +522,7 @@ impl Delivery {
 }
 
 /// The message as it goes into the mailbox: the trace headers and the message.
-enum Copy<'a> {
+pub(crate) enum Copy<'a> {
     Memory(Vec<u8>),
     /// `prefix` then the file: the store copies the file, never holding it whole.
     File {
@@ -447,14 +536,18 @@ enum Copy<'a> {
 const COMPARE_CHUNK: u64 = 1024 * 1024;
 
 impl Copy<'_> {
-    fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         match self {
             Copy::Memory(m) => m.len() as u64,
             Copy::File { prefix, body } => prefix.len() as u64 + body.len(),
         }
     }
 
-    async fn file_into(&self, store: &UserStore, mailbox: &str) -> Result<Uid, StoreError> {
+    pub(crate) async fn file_into(
+        &self,
+        store: &UserStore,
+        mailbox: &str,
+    ) -> Result<Uid, StoreError> {
         match self {
             Copy::Memory(m) => store.deliver(mailbox, m).await,
             Copy::File { prefix, body } => store.deliver_file(mailbox, prefix, body.path()).await,
@@ -654,6 +747,7 @@ mod tests {
         TargetResult {
             address: "a@x".into(),
             outcome,
+            sieve: Vec::new(),
         }
     }
 

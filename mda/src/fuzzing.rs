@@ -79,3 +79,64 @@ pub fn lmtp_session(data: &[u8]) {
     session.timed_out();
     let _ = session.take_output();
 }
+
+/// The ManageSieve framer and session, driven without sockets: the first byte picks the
+/// state (bit 0: the connection is TLS, bit 1: logged in first); the rest is what the client
+/// sends, cut into lines and literals as the connection loop does.
+pub fn managesieve_session(data: &[u8]) {
+    use crate::managesieve::command::{Framed, Framer};
+    use crate::managesieve::memory::MemoryBackend;
+    use crate::managesieve::session::{Control, Session, SessionConfig};
+    let Some((&mode, mut input)) = data.split_first() else {
+        return;
+    };
+    let mut config = SessionConfig::new("mx.example.org");
+    config.max_script_size = 300;
+    config.max_scripts = 3;
+    let mut session = Session::new(config, MemoryBackend::default(), mode & 1 != 0);
+    let mut framer = Framer::new();
+    let mut out = Vec::new();
+    hermod_common::fuzzing::block_on(async {
+        session.greeting(&mut out);
+        if mode & 2 != 0 {
+            let login = b"AUTHENTICATE \"PLAIN\" \"AGFsaWNlQGV4YW1wbGUub3JnAHB3\"";
+            if let Framed::Command(args) = framer.line(login, 8192) {
+                session.handle(args, &mut out).await;
+            }
+        }
+        while !input.is_empty() {
+            let end = input
+                .iter()
+                .position(|b| *b == b'\n')
+                .unwrap_or(input.len());
+            let mut line = &input[..end];
+            input = input.get(end + 1..).unwrap_or(&[]);
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            let control = if line.len() > 1024 {
+                framer.reset();
+                session.bad_command("Line too long", &mut out)
+            } else {
+                match framer.line(line, session.max_literal()) {
+                    Framed::Command(args) => session.handle(args, &mut out).await,
+                    Framed::Error(e) => session.bad_command(&e, &mut out),
+                    Framed::Literal(n) | Framed::TooBig(n) => {
+                        let n = n.min(input.len());
+                        framer.literal(input[..n].to_vec());
+                        input = &input[n..];
+                        Control::Continue
+                    }
+                }
+            };
+            if control == Control::StartTls {
+                framer.reset();
+                session.tls_started(&mut out);
+            }
+            if control == Control::Close {
+                break;
+            }
+            out.clear();
+        }
+    });
+}

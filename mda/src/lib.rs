@@ -6,6 +6,9 @@
 //! - [`lda`]: `hermod deliver` for other MTAs, with sysexits codes.
 //! - [`lmtp`]: the LMTP server (TCP and unix socket) for Postfix and for `hermod mta`
 //!   running apart.
+//! - [`managesieve`]: the ManageSieve server (RFC 5804) for users' Sieve scripts.
+//! - [`srs`]: the Sender Rewriting Scheme for forwarded mail; [`vacation`]: RFC 3834
+//!   auto-replies for the Sieve `vacation` action.
 
 pub mod content;
 pub mod delivery;
@@ -13,9 +16,13 @@ pub mod delivery;
 pub mod fuzzing;
 pub mod lda;
 pub mod lmtp;
+pub mod managesieve;
 mod message;
 mod reply;
+pub mod sieve;
+mod sieve_delivery;
 pub mod spool;
+pub mod srs;
 
 use std::path::PathBuf;
 

@@ -331,3 +331,64 @@ async fn plus_addressing_never_files_into_special_folders() {
     assert_eq!(h.messages("alice", "Junk").await.len(), 1);
     assert!(h.messages("alice", "Sent").await.is_empty());
 }
+
+/// The user's active Sieve script decides where a delivery goes, on Maildir and on mbox;
+/// what is to be sent (redirect, vacation) comes back to the caller.
+#[tokio::test]
+async fn sieve_files_discards_and_returns_outbound_actions() {
+    for h in [maildir().await, mbox().await] {
+        h.add_user("alice", 0).await;
+        let scripts = hermod_mda::sieve::store::ScriptStore::new(&h.ctx.config.data_dir);
+        scripts
+            .put(
+                "alice",
+                "example.org",
+                "main",
+                "require [\"fileinto\", \"mailbox\", \"copy\", \"vacation\"];\n\
+                 if header :contains \"subject\" \"list\" { fileinto :create \"Lists\"; }\n\
+                 elsif header :contains \"subject\" \"drop\" { discard; }\n\
+                 elsif header :contains \"subject\" \"fwd\" { redirect :copy \"phone@remote.example\"; }\n\
+                 elsif header :contains \"subject\" \"away\" { vacation \"Back soon.\"; }",
+            )
+            .unwrap();
+        scripts.activate("alice", "example.org", "main").unwrap();
+        let deliver_subject = |subject: &str| {
+            let msg = message(subject, 300);
+            let ctx = h.ctx.clone();
+            async move {
+                let mut r = deliver(
+                    &ctx,
+                    &envelope("s@remote.example", &["alice@example.org"]),
+                    &msg,
+                )
+                .await;
+                r.remove(0)
+            }
+        };
+        let r = deliver_subject("a list message").await;
+        assert!(r.is_success());
+        assert!(
+            matches!(&r.targets[0].outcome, TargetOutcome::Delivered { mailbox, .. } if mailbox == "Lists")
+        );
+        assert_eq!(h.messages("alice", "Lists").await.len(), 1);
+
+        let r = deliver_subject("drop this").await;
+        assert!(r.is_success());
+        assert_eq!(r.targets[0].outcome, TargetOutcome::Filtered);
+
+        let r = deliver_subject("fwd this").await;
+        assert_eq!(
+            r.targets[0].sieve,
+            vec![hermod_mda::sieve::Action::Redirect {
+                address: "phone@remote.example".into(),
+                copy: true
+            }]
+        );
+        let r = deliver_subject("away").await;
+        assert!(
+            matches!(&r.targets[0].sieve[..], [hermod_mda::sieve::Action::Vacation(v)] if v.to == "s@remote.example")
+        );
+        // Only "fwd this" and "away" were kept in INBOX.
+        assert_eq!(h.messages("alice", "INBOX").await.len(), 2);
+    }
+}

@@ -15,6 +15,7 @@ pub mod bounce;
 pub mod delivery;
 pub mod envelope;
 pub mod filter;
+pub mod forwarding;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ip_literal;
@@ -24,6 +25,7 @@ pub mod outbound;
 pub mod queue;
 pub mod server;
 pub mod session;
+pub mod sieve_actions;
 
 pub use delivery::{DeliveryError, FailureKind, LocalDelivery};
 pub use envelope::{Envelope, EnvelopeRecipient, QueueId};

@@ -8,11 +8,16 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use hermod_mda::{Content, Delivery, FileContent};
+use hermod_common::Context;
+use hermod_mda::sieve::Action as SieveAction;
+use hermod_mda::{Content, Delivery, FileContent, TargetResult};
 
 use crate::delivery::{DeliveryError, LocalDelivery};
 use crate::envelope::{Envelope, EnvelopeRecipient, Notify, QueueId};
+use crate::forwarding::Forwarding;
 use crate::queue::Queue;
+use crate::sieve_actions::vacation::VacationRequest;
+use crate::sieve_actions::{ScriptRun, SieveSender};
 
 /// [`LocalDelivery`] by the MDA in this process.
 pub struct MdaDelivery {
@@ -20,6 +25,11 @@ pub struct MdaDelivery {
     /// The same delivery, checking for a copy filed before a crash.
     after_restart: Delivery,
     queue: Arc<Queue>,
+    /// SRS for forwards; None: forwards keep their sender.
+    forwarding: Option<Forwarding>,
+    /// Sends what users' Sieve scripts ask for (redirect, vacation); None: they are logged
+    /// and dropped.
+    sieve: Option<SieveSender>,
 }
 
 impl MdaDelivery {
@@ -30,6 +40,148 @@ impl MdaDelivery {
             delivery,
             after_restart,
             queue,
+            forwarding: None,
+            sieve: None,
+        }
+    }
+
+    /// Forwards get an SRS sender when the sender's domain is not ours, and Sieve redirects
+    /// and vacation replies are queued.
+    pub fn with_forwarding(mut self, ctx: &Context, forwarding: Forwarding) -> Self {
+        self.sieve = Some(SieveSender::new(
+            ctx,
+            self.queue.clone(),
+            forwarding.clone(),
+        ));
+        self.forwarding = Some(forwarding);
+        self
+    }
+
+    /// Queue `message` (sent to our SRS address `srs`) to the address it stands for.
+    async fn send_back(
+        &self,
+        sender: &str,
+        srs: &str,
+        back: &str,
+        message: Content<'_>,
+    ) -> Result<(), DeliveryError> {
+        let local = match &self.forwarding {
+            Some(f) => f.is_local_address(back).await,
+            None => false,
+        };
+        let id = QueueId::generate();
+        let envelope = Envelope {
+            sender: self.forward_sender(sender, srs).await,
+            recipients: vec![EnvelopeRecipient {
+                address: back.to_string(),
+                local,
+                notify: Notify::default(),
+                orcpt: Some(format!("rfc822;{srs}")),
+            }],
+            client: format!("SRS return for <{srs}>"),
+            ..Envelope::default()
+        };
+        let queued = match message {
+            Content::Memory(m) => self.queue.enqueue(&id, &envelope, m).await,
+            Content::File(f) => {
+                self.queue
+                    .enqueue_spooled(&id, &envelope, b"", f.path())
+                    .await
+            }
+        };
+        queued.map_err(|e| DeliveryError::temporary(format!("451 4.3.0 cannot queue: {e}")))?;
+        tracing::info!(queue_id = %id, srs = %srs, to = %back, "SRS address reversed");
+        Ok(())
+    }
+
+    /// Queue what the Sieve scripts of each target asked for. A redirect that cannot be
+    /// queued fails the recipient temporarily (it is retried); a vacation reply that cannot
+    /// be sent is only logged. A `reject` refuses the message for the recipient: the queue
+    /// then sends the sender a bounce with the script's reason.
+    async fn sieve_actions(
+        &self,
+        sender: &str,
+        recipient: &str,
+        targets: &[TargetResult],
+        message: Content<'_>,
+    ) -> Result<(), DeliveryError> {
+        let mut rejection = None;
+        for target in targets.iter().filter(|t| !t.sieve.is_empty()) {
+            let Some((localpart, domain)) = target.address.rsplit_once('@') else {
+                continue;
+            };
+            let run = ScriptRun {
+                sender,
+                user: &target.address,
+                localpart,
+                domain,
+                orig_recipient: recipient,
+                message,
+            };
+            let mut redirects = 0;
+            for action in &target.sieve {
+                let Some(sieve) = &self.sieve else {
+                    tracing::warn!(user = %target.address, ?action,
+                        "sieve action dropped: this delivery cannot send mail");
+                    continue;
+                };
+                match action {
+                    SieveAction::Redirect { address, .. } => {
+                        if redirects >= sieve.max_redirects() {
+                            tracing::warn!(user = %target.address, to = %address,
+                                limit = sieve.max_redirects(), "sieve redirect over the limit: dropped");
+                            continue;
+                        }
+                        redirects += 1;
+                        sieve.redirect(&run, address).await.map_err(|e| {
+                            DeliveryError::temporary(format!(
+                                "451 4.3.0 cannot queue a redirect: {e}"
+                            ))
+                        })?;
+                    }
+                    SieveAction::Vacation(v) => {
+                        let request = VacationRequest {
+                            reason: v.reason.clone(),
+                            mime: v.mime,
+                            subject: v.subject.clone(),
+                            from: v.from.clone(),
+                            addresses: v.addresses.clone(),
+                            handle: v.handle.clone(),
+                            period_seconds: v.period_seconds,
+                        };
+                        if let Err(e) = sieve.vacation(&run, &request).await {
+                            tracing::warn!(user = %target.address, error = %e, "vacation reply not sent");
+                        }
+                    }
+                    SieveAction::Reject { reason } | SieveAction::Ereject { reason } => {
+                        tracing::info!(user = %target.address, from = %sender, "rejected by sieve");
+                        rejection.get_or_insert_with(|| reason.clone());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        match rejection {
+            Some(reason) => {
+                let reason: String = reason
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .take(200)
+                    .collect();
+                Err(DeliveryError::permanent(format!(
+                    "550 5.7.1 <{recipient}>: rejected by the recipient's filter: {}",
+                    reason.trim()
+                )))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The envelope sender of mail from `sender` forwarded for our address `via`.
+    async fn forward_sender(&self, sender: &str, via: &str) -> String {
+        match &self.forwarding {
+            Some(f) => f.sender_for(sender, via).await,
+            None => sender.to_string(),
         }
     }
 
@@ -40,6 +192,16 @@ impl MdaDelivery {
         recipient: &str,
         message: Content<'_>,
     ) -> Result<(), DeliveryError> {
+        // An SRS address of ours (our own bounce of a forward lands here): the message goes
+        // back to the address it stands for.
+        if let Some(reversed) = self.forwarding.as_ref().and_then(|f| f.reverse(recipient)) {
+            return match reversed {
+                Ok(back) => self.send_back(sender, recipient, &back, message).await,
+                Err(e) => Err(DeliveryError::permanent(format!(
+                    "550 5.1.1 <{recipient}>: {e}"
+                ))),
+            };
+        }
         let result = delivery.deliver_content(sender, recipient, message).await;
 
         let reply = result.reply.to_string();
@@ -49,6 +211,8 @@ impl MdaDelivery {
         if result.is_permanent() {
             return Err(DeliveryError::permanent(reply));
         }
+        self.sieve_actions(sender, recipient, &result.targets, message)
+            .await?;
         let forwards: Vec<EnvelopeRecipient> = result
             .forwards()
             .map(|address| EnvelopeRecipient {
@@ -61,7 +225,7 @@ impl MdaDelivery {
         if !forwards.is_empty() {
             let id = QueueId::generate();
             let envelope = Envelope {
-                sender: sender.to_string(),
+                sender: self.forward_sender(sender, recipient).await,
                 recipients: forwards,
                 client: format!("forward for <{recipient}>"),
                 ..Envelope::default()
@@ -208,6 +372,47 @@ mod tests {
         assert_eq!(queued[0].sender, "s@example.net");
         assert_eq!(queued[0].recipients[0].address, "friend@remote.test");
         assert!(!queued[0].recipients[0].local);
+    }
+
+    /// With forwarding set up, a forward from another domain's sender leaves from an SRS
+    /// address of the alias's domain, which reverses to the sender; a local sender stays.
+    #[tokio::test]
+    async fn forwards_from_other_domains_get_an_srs_sender() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ctx, queue) = alice_and_queue(&tmp).await;
+        ctx.directory
+            .add_alias("team@example.org", "friend@remote.test")
+            .await
+            .unwrap();
+        let forwarding = Forwarding::from_context(&ctx).unwrap();
+        let mda = MdaDelivery::new(Delivery::from_context(&ctx), queue.clone())
+            .with_forwarding(&ctx, forwarding.clone());
+        let message = b"Subject: hi\r\n\r\nhello\r\n";
+        mda.deliver("s@example.net", "team@example.org", message)
+            .await
+            .unwrap();
+        mda.deliver("alice@example.org", "team@example.org", message)
+            .await
+            .unwrap();
+        let mut senders: Vec<String> = queue
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.sender)
+            .collect();
+        senders.sort();
+        assert_eq!(senders.len(), 2);
+        assert!(senders[0].starts_with("SRS0="), "{senders:?}");
+        assert!(
+            senders[0].ends_with("=example.net=s@example.org"),
+            "{senders:?}"
+        );
+        assert_eq!(
+            forwarding.reverse(&senders[0]),
+            Some(Ok("s@example.net".to_string()))
+        );
+        assert_eq!(senders[1], "alice@example.org");
     }
 
     /// A file-backed queued message is filed from its file byte for byte; after a restart

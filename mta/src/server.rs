@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::delivery::LocalDelivery;
 use crate::envelope::{Envelope, EnvelopeRecipient, QueueId};
+use crate::forwarding::Forwarding;
 use crate::lmtp_client::{LmtpAddress, LmtpClient};
 use crate::mda_delivery::MdaDelivery;
 use crate::queue::runner::{LocalRunner, RunnerSettings};
@@ -51,6 +52,8 @@ pub enum MtaError {
     MailAuth(#[from] crate::auth::AuthSetupError),
     #[error(transparent)]
     Filter(#[from] crate::filter::FilterSetupError),
+    #[error("SRS key: {0}")]
+    Srs(std::io::Error),
 }
 
 /// The queue directory of a config: `<data_dir>/queue`.
@@ -72,7 +75,8 @@ pub async fn serve(ctx: Arc<Context>, shutdown: Shutdown) -> Result<(), MtaError
         }
         None => {
             let mda = hermod_mda::Delivery::from_context(&ctx);
-            let delivery = MdaDelivery::new(mda, queue.clone());
+            let forwarding = Forwarding::from_context(&ctx).map_err(MtaError::Srs)?;
+            let delivery = MdaDelivery::new(mda, queue.clone()).with_forwarding(&ctx, forwarding);
             run(ctx, shutdown, queue, Arc::new(delivery)).await
         }
     }
@@ -338,17 +342,24 @@ pub struct ServerBackend {
     queue: Arc<Queue>,
     mail_auth: crate::auth::MailAuth,
     spam: crate::filter::SpamFilter,
+    forwarding: Forwarding,
 }
+
+/// A recipient after alias expansion, with the local address it was forwarded for when it
+/// is a remote target of one of our addresses (an alias, or an SRS address we reverse).
+type Expanded = (EnvelopeRecipient, Option<String>);
 
 impl ServerBackend {
     pub fn new(ctx: Arc<Context>, queue: Arc<Queue>) -> Result<Self, MtaError> {
         let mail_auth = crate::auth::MailAuth::new(&ctx.config)?;
         let spam = crate::filter::SpamFilter::new(&ctx.config)?;
+        let forwarding = Forwarding::from_context(&ctx).map_err(MtaError::Srs)?;
         Ok(ServerBackend {
             ctx,
             queue,
             mail_auth,
             spam,
+            forwarding,
         })
     }
 
@@ -371,15 +382,77 @@ impl ServerBackend {
         false
     }
 
+    /// The envelopes to queue for one accepted message: the recipients as expanded under the
+    /// original sender, and forwarded ones under their SRS sender (one envelope per sender).
+    /// The first envelope keeps the session's queue id.
+    async fn envelopes(
+        &self,
+        id: &QueueId,
+        envelope: &Envelope,
+    ) -> Result<Vec<(QueueId, Envelope)>, BackendError> {
+        let expanded = self.expand(&envelope.recipients).await?;
+        let mut groups: Vec<(String, Vec<EnvelopeRecipient>)> =
+            vec![(envelope.sender.clone(), Vec::new())];
+        for (rcpt, via) in expanded {
+            let sender = match &via {
+                Some(via) if !rcpt.local => self.forwarding.sender_for(&envelope.sender, via).await,
+                _ => envelope.sender.clone(),
+            };
+            match groups.iter_mut().find(|(s, _)| *s == sender) {
+                Some((_, list)) => list.push(rcpt),
+                None => groups.push((sender, vec![rcpt])),
+            }
+        }
+        let mut out = Vec::with_capacity(groups.len());
+        for (sender, recipients) in groups {
+            if recipients.is_empty() {
+                continue;
+            }
+            let queue_id = if out.is_empty() {
+                id.clone()
+            } else {
+                QueueId::generate()
+            };
+            if sender != envelope.sender {
+                tracing::info!(queue_id = %queue_id, orig_from = %envelope.sender, from = %sender,
+                    nrcpt = recipients.len(), "forward with SRS sender");
+            }
+            let mut e = envelope.clone();
+            e.sender = sender;
+            e.recipients = recipients;
+            out.push((queue_id, e));
+        }
+        Ok(out)
+    }
+
     /// Expands the local recipients through the directory (aliases, `+detail`, catch-all,
     /// postmaster) so the queue holds mailboxes to deliver to and remote addresses to send to.
     /// The address as given is kept as ORCPT for DSNs.
     async fn expand(
         &self,
         recipients: &[EnvelopeRecipient],
-    ) -> Result<Vec<EnvelopeRecipient>, BackendError> {
-        let mut expanded: Vec<EnvelopeRecipient> = Vec::with_capacity(recipients.len());
+    ) -> Result<Vec<Expanded>, BackendError> {
+        let mut expanded: Vec<Expanded> = Vec::with_capacity(recipients.len());
         for rcpt in recipients {
+            // A bounce (or reply) to an SRS address of ours goes back to the sender it stands for.
+            if rcpt.local
+                && let Some(Ok(back)) = self.forwarding.reverse(&rcpt.address)
+            {
+                if !expanded.iter().any(|(e, _)| e.address == back) {
+                    let local = self.forwarding.is_local_address(&back).await;
+                    tracing::info!(srs = %rcpt.address, to = %back, "SRS address reversed");
+                    expanded.push((
+                        EnvelopeRecipient {
+                            address: back,
+                            local,
+                            notify: rcpt.notify,
+                            orcpt: rcpt.orcpt.clone(),
+                        },
+                        Some(rcpt.address.clone()),
+                    ));
+                }
+                continue;
+            }
             let destinations = if rcpt.local {
                 self.ctx
                     .directory
@@ -408,18 +481,23 @@ impl ServerBackend {
                 None => vec![(rcpt.address.clone(), rcpt.local)],
             };
             for (address, local) in targets {
-                if expanded.iter().any(|e| e.address == address) {
+                if expanded.iter().any(|(e, _)| e.address == address) {
                     continue;
                 }
                 let orcpt = rcpt.orcpt.clone().or_else(|| {
                     (address != rcpt.address).then(|| format!("rfc822;{}", rcpt.address))
                 });
-                expanded.push(EnvelopeRecipient {
-                    address,
-                    local,
-                    notify: rcpt.notify,
-                    orcpt,
-                });
+                // A remote target of one of our addresses: mail forwarded on its behalf.
+                let via = (rcpt.local && !local).then(|| rcpt.address.clone());
+                expanded.push((
+                    EnvelopeRecipient {
+                        address,
+                        local,
+                        notify: rcpt.notify,
+                        orcpt,
+                    },
+                    via,
+                ));
             }
         }
         Ok(expanded)
@@ -442,6 +520,16 @@ impl LocalDomains for ServerBackend {
 
 impl SessionBackend for ServerBackend {
     async fn local_recipient_exists(&self, address: &str) -> Result<bool, BackendError> {
+        if let Some(reversed) = self.forwarding.reverse(address) {
+            return Ok(match reversed {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::info!(rcpt = %hermod_common::log_escape::escape(address), error = %e,
+                        "SRS address refused");
+                    false
+                }
+            });
+        }
         Ok(self
             .ctx
             .directory
@@ -524,12 +612,14 @@ impl SessionBackend for ServerBackend {
         envelope: &Envelope,
         message: &[u8],
     ) -> Result<(), BackendError> {
-        let mut envelope = envelope.clone();
-        envelope.recipients = self.expand(&envelope.recipients).await?;
-        self.queue
-            .enqueue(id, &envelope, message)
-            .await
-            .map_err(|e| BackendError(e.to_string()))?;
+        // A failure after the first envelope was queued makes the client retry: the queued
+        // recipients may get the message twice, which beats losing the others.
+        for (queue_id, envelope) in self.envelopes(id, envelope).await? {
+            self.queue
+                .enqueue(&queue_id, &envelope, message)
+                .await
+                .map_err(|e| BackendError(e.to_string()))?;
+        }
         metrics::inc(Counter::MessagesReceived);
         Ok(())
     }
@@ -541,12 +631,12 @@ impl SessionBackend for ServerBackend {
         prefix: &[u8],
         body: &SpoolFile,
     ) -> Result<(), BackendError> {
-        let mut envelope = envelope.clone();
-        envelope.recipients = self.expand(&envelope.recipients).await?;
-        self.queue
-            .enqueue_spooled(id, &envelope, prefix, body.path())
-            .await
-            .map_err(|e| BackendError(e.to_string()))?;
+        for (queue_id, envelope) in self.envelopes(id, envelope).await? {
+            self.queue
+                .enqueue_spooled(&queue_id, &envelope, prefix, body.path())
+                .await
+                .map_err(|e| BackendError(e.to_string()))?;
+        }
         metrics::inc(Counter::MessagesReceived);
         Ok(())
     }

@@ -60,6 +60,7 @@ pub struct Ports {
     pub pop3s: u16,
     pub lmtp: u16,
     pub http: u16,
+    pub managesieve: u16,
 }
 
 impl Setup {
@@ -77,6 +78,7 @@ impl Setup {
             pop3s: free_port(),
             lmtp: free_port(),
             http: free_port(),
+            managesieve: free_port(),
         };
         let l = |p: u16| format!("listen = [\"127.0.0.1:{p}\"]");
         // Tests never send traffic off this machine: DNS goes to a dead loopback port unless
@@ -94,7 +96,7 @@ impl Setup {
             "[auth]\nverify = false\n"
         };
         let text = format!(
-            "{extra_top}\n{dns}{auth}[smtp]\n{}\n[submission]\n{}\n[submissions]\n{}\n[imap]\n{}\n[imaps]\n{}\n[pop3]\n{}\n[pop3s]\n{}\n[lmtp]\n{}\n[http]\n{}\n{extra_sections}\n",
+            "{extra_top}\n{dns}{auth}[smtp]\n{}\n[submission]\n{}\n[submissions]\n{}\n[imap]\n{}\n[imaps]\n{}\n[pop3]\n{}\n[pop3s]\n{}\n[lmtp]\n{}\n[http]\n{}\n[managesieve]\n{}\n{extra_sections}\n",
             l(ports.smtp),
             l(ports.submission),
             l(ports.submissions),
@@ -104,6 +106,7 @@ impl Setup {
             l(ports.pop3s),
             l(ports.lmtp),
             l(ports.http),
+            l(ports.managesieve),
         );
         let config = dir.path().join("hermod.toml");
         std::fs::write(&config, text).expect("write config");

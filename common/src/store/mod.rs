@@ -241,6 +241,25 @@ impl UserStore {
         Ok(a.uid)
     }
 
+    /// [`UserStore::deliver_file`] with flags and keywords (a Sieve `:flags` delivery).
+    pub async fn deliver_file_flagged(
+        &self,
+        mailbox: &str,
+        prefix: &[u8],
+        body: &std::path::Path,
+        flags: Flags,
+        keywords: &[String],
+    ) -> Result<Uid> {
+        let queue = &self.shared.appends;
+        let source = messages::Source::File { prefix, body };
+        let a = self
+            .shared
+            .core()
+            .append(mailbox, source, flags, keywords, None, queue)
+            .await?;
+        Ok(a.uid)
+    }
+
     /// APPEND with flags, keywords and INTERNALDATE (Unix seconds; `None` = now). Durable
     /// before it returns.
     pub async fn append(

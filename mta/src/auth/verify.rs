@@ -174,7 +174,8 @@ impl Verifier {
             .collect();
 
         let dkim = if config.dkim || config.dmarc {
-            let outputs = self.authenticator
+            let outputs = self
+                .authenticator
                 .verify_dkim(self.caches.with(&parsed))
                 .await;
             outputs
@@ -195,7 +196,10 @@ impl Verifier {
         }
         // Sealing needs the chain verified even when ARC results are not reported.
         let arc = if (config.arc && !parsed.as_headers.is_empty()) || seal.is_some() {
-            let arc = self.authenticator.verify_arc(self.caches.with(&parsed)).await;
+            let arc = self
+                .authenticator
+                .verify_arc(self.caches.with(&parsed))
+                .await;
             if config.arc && !parsed.as_headers.is_empty() {
                 results = results.with_arc_result(&arc, client.ip);
             }
@@ -204,7 +208,8 @@ impl Verifier {
             None
         };
         if config.iprev {
-            let iprev = self.authenticator
+            let iprev = self
+                .authenticator
                 .verify_iprev(self.caches.with(client.ip))
                 .await;
             results = results.with_iprev_result(&iprev, client.ip);
@@ -222,14 +227,15 @@ impl Verifier {
             };
             let dmarc = self
                 .authenticator
-                .verify_dmarc(self.caches.with(
-                    mail_auth::dmarc::verify::DmarcParameters::new(
-                        &parsed,
-                        &dkim,
-                        mail_from_domain,
-                        &spf,
-                    ),
-                ))
+                .verify_dmarc(
+                    self.caches
+                        .with(mail_auth::dmarc::verify::DmarcParameters::new(
+                            &parsed,
+                            &dkim,
+                            mail_from_domain,
+                            &spf,
+                        )),
+                )
                 .await;
             let passed = [dmarc.spf_result(), dmarc.dkim_result()]
                 .iter()
