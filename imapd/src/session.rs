@@ -469,6 +469,12 @@ impl Session {
     async fn command(&mut self, bytes: &[u8], out: &mut Out<'_>) -> io::Result<()> {
         let unwrapped = crate::append_utf8::unwrap(bytes);
         let bytes = unwrapped.as_deref().unwrap_or(bytes);
+        if self.enabled.uidonly
+            && let (Some(tag), Some(refused)) =
+                (tag_of(bytes), crate::uidonly::refusal_of_line(bytes))
+        {
+            return self.finish(&tag, refused, out).await;
+        }
         let substituted = crate::searchres::substitute(bytes, self.selected.as_ref());
         let bytes = substituted.as_deref().unwrap_or(bytes);
         let objectid = self.rewrite_objectid(bytes).await;

@@ -2,12 +2,13 @@
 //! number and may not send one.
 //!
 //! The rest of the session asks this module two things: whether a command must be refused
-//! (any non-UID FETCH, STORE, COPY, MOVE, SEARCH, SORT or THREAD, and a sequence-set search
-//! key even in a UID command: `BAD [UIDREQUIRED]`, RFC 9586 section 3), and how a message's
-//! fetch data starts (`* <uid> UIDFETCH (`, section 3.3, instead of `* <seq> FETCH (`).
+//! with `BAD [UIDREQUIRED]` (RFC 9586 section 3: any non-UID FETCH, STORE, COPY, MOVE,
+//! SEARCH, SORT or THREAD, a sequence-set search key even in a UID command, QRESYNC's
+//! sequence match data in SELECT), and how a message's fetch data starts
+//! (`* <uid> UIDFETCH (`, section 3.3, instead of `* <seq> FETCH (`).
 //! Expunges go out as `* VANISHED` as with QRESYNC (see `Enabled::vanished`).
 
-use imap_codec::imap_types::command::CommandBody;
+use imap_codec::imap_types::command::{CommandBody, SelectParameter};
 use imap_codec::imap_types::search::SearchKey;
 
 use crate::session::Reply;
@@ -35,6 +36,19 @@ pub(crate) fn refusal(body: &CommandBody<'_>) -> Option<Reply> {
             search_criteria,
             ..
         } => (*uid, Some(search_criteria.as_ref())),
+        // QRESYNC's message sequence match data pairs sequence numbers with UIDs.
+        C::Select { parameters, .. } | C::Examine { parameters, .. } => {
+            let seq_match = parameters.iter().any(|p| {
+                matches!(
+                    p,
+                    SelectParameter::QResync {
+                        seq_match_data: Some(_),
+                        ..
+                    }
+                )
+            });
+            return seq_match.then(|| refuse("QRESYNC sequence match data"));
+        }
         _ => return None,
     };
     if !uid {
@@ -44,6 +58,17 @@ pub(crate) fn refusal(body: &CommandBody<'_>) -> Option<Reply> {
         return Some(refuse("A sequence-set search key"));
     }
     None
+}
+
+/// [`refusal`] for a line still holding SEARCHRES's `$`, read before the substitution
+/// (which turns `FETCH $` with nothing saved into a UID FETCH that would go through).
+pub(crate) fn refusal_of_line(line: &[u8]) -> Option<Reply> {
+    if !line.contains(&b'$') {
+        return None;
+    }
+    let head = crate::searchres::head(line)?;
+    let by_sequence = [&b"FETCH"[..], b"STORE", b"COPY", b"MOVE"].contains(&head.name.as_slice());
+    (by_sequence && !head.uid).then(|| refuse(&String::from_utf8_lossy(&head.name)))
 }
 
 fn refuse(what: &str) -> Reply {
@@ -117,6 +142,7 @@ mod tests {
             "a UID SEARCH 1:5\r\n",
             "a UID SEARCH OR SEEN NOT (ANSWERED 2)\r\n",
             "a UID SORT (DATE) UTF-8 NOT 3\r\n",
+            "a SELECT INBOX (QRESYNC (67890007 20050715194045000 41,43:211,214:541 (1,3,5 41,45,50)))\r\n",
         ] {
             let reply = check(line).unwrap_or_else(|| panic!("{line} not refused"));
             assert_eq!(reply.status, Status::Bad, "{line}");
@@ -136,9 +162,18 @@ mod tests {
             "a EXPUNGE\r\n",
             "a UID EXPUNGE 3\r\n",
             "a NOOP\r\n",
+            "a SELECT INBOX (QRESYNC (67890007 20050715194045000 41,43:211,214:541))\r\n",
         ] {
             assert!(check(line).is_none(), "{line} refused");
         }
+    }
+
+    #[test]
+    fn saved_result_in_a_sequence_command_is_refused() {
+        let reply = refusal_of_line(b"a FETCH $ (FLAGS)\r\n").expect("refused");
+        assert_eq!(reply.code.as_deref(), Some("UIDREQUIRED"));
+        assert!(refusal_of_line(b"a UID FETCH $ (FLAGS)\r\n").is_none());
+        assert!(refusal_of_line(b"a FETCH 1 (FLAGS)\r\n").is_none());
     }
 
     #[test]
