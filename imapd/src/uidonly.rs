@@ -234,4 +234,42 @@ mod tests {
         let out = h.run(&mut s, "k UID SEARCH SEEN\r\n").await;
         assert!(out.starts_with("* SEARCH 3\r\n"), "{out}");
     }
+
+    /// CONDSTORE and CONTEXT=SEARCH in a UIDONLY session: MODSEQ in UIDFETCH, a UID
+    /// search kept up to date with UIDs, expunges as VANISHED.
+    #[tokio::test]
+    async fn condstore_and_search_context_by_uid() {
+        let h = Harness::new().await;
+        for i in 1..=3 {
+            h.deliver("INBOX", &message(&format!("m{i}"), "x")).await;
+        }
+        let mut s = h.session(true);
+        h.login(&mut s).await;
+        h.run(&mut s, "a ENABLE UIDONLY CONDSTORE\r\nb SELECT INBOX\r\n")
+            .await;
+        let out = h.run(&mut s, "c UID FETCH 2 (MODSEQ)\r\n").await;
+        assert!(out.starts_with("* 2 UIDFETCH (MODSEQ ("), "{out}");
+        let out = h
+            .run(&mut s, "u UID SEARCH RETURN (ALL UPDATE) UNSEEN\r\n")
+            .await;
+        assert_eq!(
+            out,
+            "* ESEARCH (TAG \"u\") UID ALL 1:3\r\nu OK UID SEARCH completed\r\n"
+        );
+        let out = h
+            .run(&mut s, "d UID STORE 2 +FLAGS.SILENT (\\Seen)\r\n")
+            .await;
+        assert!(
+            out.starts_with("* 2 UIDFETCH (MODSEQ (")
+                && out.contains("* ESEARCH (TAG \"u\") UID REMOVEFROM (0 2)\r\n"),
+            "{out}"
+        );
+        h.run(&mut s, "e UID STORE 3 +FLAGS.SILENT (\\Deleted)\r\n")
+            .await;
+        let out = h.run(&mut s, "f EXPUNGE\r\n").await;
+        assert!(
+            out.starts_with("* ESEARCH (TAG \"u\") UID REMOVEFROM (0 3)\r\n* VANISHED 3\r\n"),
+            "{out}"
+        );
+    }
 }
