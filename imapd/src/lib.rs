@@ -24,6 +24,7 @@ pub mod searchres;
 pub mod sequence;
 pub mod server;
 pub mod session;
+pub(crate) mod uidonly;
 pub mod wire;
 
 #[cfg(test)]

@@ -153,6 +153,15 @@ pub(crate) struct Enabled {
     pub utf8: bool,
     /// IMAP4rev2 semantics (RFC 9051): no \Recent, ESEARCH answers, UTF-8 names.
     pub rev2: bool,
+    /// UIDONLY (RFC 9586): no message sequence numbers either way.
+    pub uidonly: bool,
+}
+
+impl Enabled {
+    /// Expunges are reported as `* VANISHED` (QRESYNC, UIDONLY), not `* n EXPUNGE`.
+    pub fn vanished(&self) -> bool {
+        self.qresync || self.uidonly
+    }
 }
 
 /// Input the session waits for instead of a command.
@@ -462,6 +471,12 @@ impl Session {
     async fn command(&mut self, bytes: &[u8], out: &mut Out<'_>) -> io::Result<()> {
         let unwrapped = crate::append_utf8::unwrap(bytes);
         let bytes = unwrapped.as_deref().unwrap_or(bytes);
+        if self.enabled.uidonly
+            && let (Some(tag), Some(refused)) =
+                (tag_of(bytes), crate::uidonly::refusal_of_line(bytes))
+        {
+            return self.finish(&tag, refused, out).await;
+        }
         let substituted = crate::searchres::substitute(bytes, self.selected.as_ref());
         let bytes = substituted.as_deref().unwrap_or(bytes);
         let objectid = self.rewrite_objectid(bytes).await;
@@ -492,6 +507,7 @@ impl Session {
                     let rest = extended::quoted_8bit_to_literals(&rest);
                     match CommandCodec::default().decode(&rest) {
                         Ok(([], cmd)) => match cmd.body {
+                            _ if let Some(refused) = self.uidonly_refusal(&cmd.body) => refused,
                             CommandBody::Search {
                                 charset,
                                 criteria,
@@ -606,6 +622,9 @@ impl Session {
                 false,
             ) => return Reply::bad(format!("{name} needs a selected mailbox")),
             _ => {}
+        }
+        if let Some(refused) = self.uidonly_refusal(&cmd.body) {
+            return refused;
         }
         match cmd.body {
             C::Capability => self.capability(out),
@@ -747,6 +766,14 @@ impl Session {
         }
     }
 
+    /// `BAD [UIDREQUIRED]` for a command with sequence numbers in a UIDONLY session.
+    pub(crate) fn uidonly_refusal(&self, body: &CommandBody<'_>) -> Option<Reply> {
+        self.enabled
+            .uidonly
+            .then(|| crate::uidonly::refusal(body))
+            .flatten()
+    }
+
     /// The logged-in user's store (callers checked the state).
     pub(crate) fn user(&self) -> Option<UserStore> {
         self.account.as_ref().map(|a| a.user.clone())
@@ -835,7 +862,7 @@ impl Session {
             if expunge && !sel.vanished.is_empty() {
                 let mut gone = std::mem::take(&mut sel.vanished);
                 gone.sort_unstable();
-                report_expunged(sel, &gone, self.enabled.qresync, out);
+                report_expunged(sel, &gone, self.enabled.vanished(), out);
             }
             return Ok(());
         }
@@ -866,6 +893,7 @@ impl Session {
         }
         sel.checked = Some((token, now));
         let condstore = self.enabled.condstore;
+        let uidonly = self.enabled.uidonly;
         for uid in &changes.vanished {
             if sel.index_of(*uid).is_some() && !sel.vanished.contains(uid) {
                 sel.vanished.push(*uid);
@@ -895,11 +923,11 @@ impl Session {
                     *old = MessageMeta { recent, ..m };
                     if differs {
                         let b = out.buf();
-                        b.extend_from_slice(b"* ");
-                        wire::number(b, (i + 1) as u64);
-                        b.extend_from_slice(b" FETCH (UID ");
-                        wire::number(b, u64::from(old.uid));
-                        b.extend_from_slice(b" ");
+                        if !crate::uidonly::start_fetch(b, uidonly, i + 1, old.uid) {
+                            b.extend_from_slice(b"UID ");
+                            wire::number(b, u64::from(old.uid));
+                            b.push(b' ');
+                        }
                         write_flags(b, old);
                         if condstore {
                             b.extend_from_slice(b" MODSEQ (");
@@ -921,7 +949,7 @@ impl Session {
         if expunge && !sel.vanished.is_empty() {
             let mut gone = std::mem::take(&mut sel.vanished);
             gone.sort_unstable();
-            report_expunged(sel, &gone, self.enabled.qresync, out);
+            report_expunged(sel, &gone, self.enabled.vanished(), out);
         }
         if added {
             // New messages are \Recent in the first session that hears of them; IMAP4rev2
@@ -1000,7 +1028,7 @@ pub(crate) fn announce_keywords<'a>(
 }
 
 /// Removes expunged UIDs from the view and tells the client: `* n EXPUNGE` for each, or one
-/// `* VANISHED` with QRESYNC.
+/// `* VANISHED` with QRESYNC or UIDONLY (`qresync` is `Enabled::vanished`).
 pub(crate) fn report_expunged(sel: &mut Selected, uids: &[u32], qresync: bool, out: &mut Out<'_>) {
     crate::search_context::report_removed(sel, uids, out);
     let mut removed = Vec::new();

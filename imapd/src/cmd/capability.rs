@@ -58,6 +58,7 @@ impl Session {
                 "SEARCHRES",
                 "OBJECTID",
                 "SAVEDATE",
+                crate::uidonly::CAPABILITY,
             ]);
             if self.shared.settings.compress && !self.compressed {
                 caps.push("COMPRESS=DEFLATE");

@@ -91,7 +91,7 @@ impl Session {
             // RFC 6851: COPYUID goes in an untagged OK before the expunges.
             out.untagged(&format!("OK [{copyuid}] Moved"));
             if let Some(sel) = self.selected.as_mut() {
-                report_expunged(sel, &src, self.enabled.qresync, out);
+                report_expunged(sel, &src, self.enabled.vanished(), out);
             }
             Reply::ok(format!("{verb} completed"))
         } else {

@@ -1,4 +1,5 @@
-//! ENABLE (RFC 5161): CONDSTORE, QRESYNC (RFC 7162) and UTF8=ACCEPT (RFC 6855).
+//! ENABLE (RFC 5161): CONDSTORE, QRESYNC (RFC 7162), UTF8=ACCEPT (RFC 6855), IMAP4rev2
+//! (RFC 9051) and UIDONLY (RFC 9586).
 
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
 
@@ -17,6 +18,7 @@ impl Session {
                     self.enabled.condstore = true;
                 }
                 "UTF8=ACCEPT" => self.enabled.utf8 = true,
+                crate::uidonly::CAPABILITY => self.enabled.uidonly = true,
                 // RFC 9051 section 5.1: IMAP4rev2 names mailboxes in UTF-8, as UTF8=ACCEPT.
                 "IMAP4REV2" => {
                     self.enabled.rev2 = true;

@@ -25,6 +25,7 @@ impl Session {
         let rest = crate::extended::quoted_8bit_to_literals(rest);
         match CommandCodec::default().decode(&rest) {
             Ok(([], cmd)) => match cmd.body {
+                _ if let Some(refused) = self.uidonly_refusal(&cmd.body) => refused,
                 CommandBody::Sort {
                     sort_criteria,
                     charset,

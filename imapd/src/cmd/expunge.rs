@@ -27,7 +27,7 @@ impl Session {
             Ok(g) => g,
             Err(e) => return e.into(),
         };
-        report_expunged(sel, &gone, self.enabled.qresync, out);
+        report_expunged(sel, &gone, self.enabled.vanished(), out);
         let mut reply = Reply::ok(if set.is_some() {
             "UID EXPUNGE completed"
         } else {

@@ -332,9 +332,8 @@ impl Session {
                 return reply.sync(sync);
             }
             let b = out.buf();
-            b.extend_from_slice(b"* ");
-            wire::number(b, (i + 1) as u64);
-            b.extend_from_slice(b" FETCH (");
+            let numbered_by_uid =
+                crate::uidonly::start_fetch(b, self.enabled.uidonly, i + 1, m.uid);
             let mut first = true;
             let mut sep = |b: &mut Vec<u8>| {
                 if !first {
@@ -342,7 +341,7 @@ impl Session {
                 }
                 first = false;
             };
-            if uid && !has_uid {
+            if uid && !has_uid && !numbered_by_uid {
                 sep(b);
                 b.extend_from_slice(b"UID ");
                 wire::number(b, u64::from(m.uid));

@@ -80,6 +80,9 @@ impl Session {
         let Ok(([], cmd)) = CommandCodec::default().decode(&rest) else {
             return Reply::bad("Invalid FETCH arguments");
         };
+        if let Some(refused) = self.uidonly_refusal(&cmd.body) {
+            return refused;
+        }
         let CommandBody::Fetch {
             sequence_set,
             macro_or_item_names,

@@ -90,7 +90,9 @@ impl Session {
                 snap.messages.iter().filter(|m| m.recent).count()
             ));
         }
+        // UNSEEN is a sequence number: not for UIDONLY (RFC 9586 section 3).
         if !rev2
+            && !self.enabled.uidonly
             && let Some(i) = snap
                 .messages
                 .iter()
@@ -141,11 +143,11 @@ impl Session {
                 .filter(|(_, m)| m.modseq > modseq)
             {
                 let b = out.buf();
-                b.extend_from_slice(b"* ");
-                wire::number(b, (i + 1) as u64);
-                b.extend_from_slice(b" FETCH (UID ");
-                wire::number(b, u64::from(m.uid));
-                b.push(b' ');
+                if !crate::uidonly::start_fetch(b, self.enabled.uidonly, i + 1, m.uid) {
+                    b.extend_from_slice(b"UID ");
+                    wire::number(b, u64::from(m.uid));
+                    b.push(b' ');
+                }
                 write_flags(b, m);
                 b.extend_from_slice(b" MODSEQ (");
                 wire::number(b, m.modseq);

@@ -102,6 +102,7 @@ impl Session {
         };
         let silent = matches!(response, StoreResponse::Silent);
         let condstore = self.enabled.condstore;
+        let uidonly = self.enabled.uidonly;
         let Some(sel) = self.selected.as_mut() else {
             return Reply::ok(done);
         };
@@ -118,10 +119,8 @@ impl Session {
                 continue;
             }
             let b = out.buf();
-            b.extend_from_slice(b"* ");
-            wire::number(b, (i + 1) as u64);
-            b.extend_from_slice(b" FETCH (");
-            if uid {
+            let numbered_by_uid = crate::uidonly::start_fetch(b, uidonly, i + 1, m.uid);
+            if uid && !numbered_by_uid {
                 b.extend_from_slice(b"UID ");
                 wire::number(b, u64::from(m.uid));
                 b.push(b' ');
