@@ -12,6 +12,7 @@
 //! line length and must never parse the tail of an overlong line as a command.
 
 mod address;
+mod check_budget;
 pub(crate) mod message;
 pub mod reply;
 pub mod spool;
@@ -1142,10 +1143,21 @@ impl<B: SessionBackend> Session<B> {
                     Content::Spooled(spool) => usize::try_from(spool.len()).unwrap_or(usize::MAX),
                 },
         };
-        // Mail authentication needs the whole message: a spooled one is read back first.
+        // Mail authentication needs the whole message: a spooled one is read back first,
+        // within the process-wide budget for checks in flight (held until it is queued).
+        let mut _budget = None;
         let content = match content {
             Content::Spooled(spool) if self.backend.checks_content(&facts) => {
                 let path = spool.path().to_path_buf();
+                let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+                match check_budget::reserve(len).await {
+                    Some(permit) => _budget = Some(permit),
+                    None => {
+                        tracing::warn!(queue_id = %id, size = len,
+                            "content checks busy: message deferred");
+                        return self.send(out, reply::temporary_failure());
+                    }
+                }
                 match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
                     Ok(Ok(bytes)) => Content::Memory(bytes),
                     Ok(Err(e)) => {
