@@ -216,6 +216,7 @@ enum QueueAction {
 }
 
 fn main() -> ExitCode {
+    hermod_common::memory::tune_allocator();
     let cli = Cli::parse();
     let opts = hermod_common::config::LoadOptions {
         config_path: cli.global.config.clone(),

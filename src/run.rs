@@ -129,6 +129,13 @@ pub async fn daemon(opts: &LoadOptions, role: Role) -> Result<ExitCode> {
     hermod_common::acme::start(&ctx, acme_listeners, &shutdown)?;
     let mut tasks = tokio::task::JoinSet::new();
     start(&ctx, &runnable, lmtp_socket, &shutdown, &mut tasks);
+    {
+        let (ctx, sd) = (ctx.clone(), shutdown.clone());
+        tokio::spawn(hermod_common::memory::trim_after_closes(
+            move || Service::ALL.iter().map(|s| ctx.open_connections(*s)).sum(),
+            sd,
+        ));
+    }
     tracing::info!(
         data_dir = %config.data_dir.display(),
         dev = config.dev,

@@ -215,6 +215,53 @@ fn pop3_login(port: u16, user: &str, password: &str) -> bool {
     ok
 }
 
+fn imap_login(port: u16, user: &str, password: &str) -> bool {
+    let mut c = common::LineClient::connect(port);
+    assert!(c.line().starts_with("* OK"));
+    c.send(format!("a LOGIN \"{user}\" \"{password}\"\r\n").as_bytes());
+    let ok = loop {
+        let l = c.line();
+        assert!(!l.is_empty(), "connection closed during LOGIN");
+        if let Some(rest) = l.strip_prefix("a ") {
+            break rest.starts_with("OK");
+        }
+    };
+    c.send(b"z LOGOUT\r\n");
+    ok
+}
+
+/// The daemons remember successful logins for a few minutes (so repeated logins skip
+/// argon2id), yet `hermod user passwd`, run as another process, takes effect for the very
+/// next login over IMAP and POP3: the old password fails, the new one works.
+#[test]
+fn a_password_change_takes_effect_at_once_for_remembered_logins() {
+    let s = Setup::new("allow_plaintext_auth = true", "");
+    s.add_user("alice@localhost", "old-secret");
+    let _server = s.start("serve", s.ports.imap);
+    for _ in 0..2 {
+        assert!(imap_login(s.ports.imap, "alice@localhost", "old-secret"));
+        assert!(pop3_login(s.ports.pop3, "alice@localhost", "old-secret"));
+    }
+    let out = s.cli(
+        &["user", "passwd", "alice@localhost", "--password-stdin"],
+        Some("new-secret\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!imap_login(s.ports.imap, "alice@localhost", "old-secret"));
+    assert!(!pop3_login(s.ports.pop3, "alice@localhost", "old-secret"));
+    assert!(imap_login(s.ports.imap, "alice@localhost", "new-secret"));
+    assert!(pop3_login(s.ports.pop3, "alice@localhost", "new-secret"));
+    // Changed back to the old password (a new salt, so a new hash): the old one works
+    // again, the one in between no longer does.
+    let out = s.cli(
+        &["user", "passwd", "alice@localhost", "--password-stdin"],
+        Some("old-secret\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!imap_login(s.ports.imap, "alice@localhost", "new-secret"));
+    assert!(imap_login(s.ports.imap, "alice@localhost", "old-secret"));
+}
+
 fn deliver(s: &Setup, recipient: &str, message: &[u8]) -> std::process::Output {
     s.cli_bytes(
         &[

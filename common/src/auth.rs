@@ -6,6 +6,9 @@
 //! enough parallel attempts take GiBs and fill tokio's blocking pool that local delivery
 //! needs too. At most [`Authenticator::max_concurrent`] checks run at once (a few per core);
 //! the others wait up to a bounded time and then get a temporary failure.
+//!
+//! A login whose password was checked correct a short while ago (the [`LoginCache`]) skips
+//! argon2id and the cap; wrong passwords never do.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::directory::{Directory, DirectoryError, User};
 use crate::log_escape;
+use crate::login_cache::LoginCache;
 pub use crate::login_throttle::Throttle;
 use crate::password;
 
@@ -29,6 +33,7 @@ pub struct Authenticator {
     directory: Directory,
     throttle: Arc<Throttle>,
     checks: Arc<Semaphore>,
+    verified: Arc<LoginCache>,
     max_concurrent: usize,
     check_wait: Duration,
 }
@@ -56,6 +61,7 @@ impl Authenticator {
             directory,
             throttle: Arc::new(Throttle::new(free_failures)),
             checks: Arc::new(Semaphore::new(max_concurrent)),
+            verified: Arc::new(LoginCache::default()),
             max_concurrent,
             check_wait,
         }
@@ -88,6 +94,12 @@ impl Authenticator {
             tokio::time::sleep(delay).await;
         }
         let creds = self.directory.credentials(login).await?;
+        if let Some((user, hash)) = &creds
+            && self.verified.is_verified(&user.address, hash, password)
+        {
+            self.throttle.record_success(ip, login);
+            return Ok(Some(user.clone()));
+        }
         let (user, hash) = match creds {
             Some((u, h)) => (Some(u), h),
             None => (None, password::dummy_hash().to_string()),
@@ -106,15 +118,16 @@ impl Authenticator {
             }
         };
         let pw = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || {
+        let (ok, hash) = tokio::task::spawn_blocking(move || {
             let ok = password::verify(&pw, &hash);
             drop(permit);
-            ok
+            (ok, hash)
         })
         .await
         .map_err(|e| DirectoryError::Join(e.to_string()))?;
         match user {
             Some(u) if ok => {
+                self.verified.remember(&u.address, &hash, password);
                 self.throttle.record_success(ip, login);
                 Ok(Some(u))
             }
@@ -153,6 +166,47 @@ mod tests {
         let u = auth.verify("alice@localhost", "secret", ip).await.unwrap();
         assert_eq!(u.unwrap().address, "alice@localhost");
         assert_eq!(auth.checks.available_permits(), 1, "the slot is given back");
+    }
+
+    #[tokio::test]
+    async fn a_recent_success_skips_the_hashing_slot_but_a_wrong_password_does_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Directory::open(&tmp.path().join("d.sqlite"), &["localhost".into()])
+            .await
+            .unwrap();
+        dir.add_user("alice@localhost", "secret", 0).await.unwrap();
+        let auth = Authenticator::with_limits(dir.clone(), 3, 1, Duration::from_millis(200));
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let u = auth.verify("alice@localhost", "secret", ip).await.unwrap();
+        assert_eq!(u.unwrap().address, "alice@localhost");
+        // Every slot is taken: the remembered success still logs in, at once.
+        let busy = auth.checks.clone().acquire_owned().await.unwrap();
+        let started = std::time::Instant::now();
+        let u = auth.verify("Alice@localhost", "secret", ip).await.unwrap();
+        assert_eq!(u.unwrap().address, "alice@localhost");
+        assert!(started.elapsed() < Duration::from_millis(200));
+        // A wrong password is not in the cache: it waits for a slot like any check.
+        let wrong = auth.verify("alice@localhost", "guess", ip).await;
+        assert!(matches!(wrong, Err(DirectoryError::AuthBusy)));
+        drop(busy);
+        assert!(
+            auth.verify("alice@localhost", "guess", ip)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // A changed password takes effect at once: the old one fails, the new one works.
+        dir.set_password("alice@localhost", "changed")
+            .await
+            .unwrap();
+        assert!(
+            auth.verify("alice@localhost", "secret", ip)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let u = auth.verify("alice@localhost", "changed", ip).await.unwrap();
+        assert_eq!(u.unwrap().address, "alice@localhost");
     }
 
     #[tokio::test]

@@ -126,13 +126,19 @@ impl Framer {
     /// Gives back memory after a large command (an APPEND) when nothing is buffered, so
     /// thousands of idle connections stay small.
     pub fn shrink(&mut self) {
+        self.shrink_to(16 * 1024);
+    }
+
+    /// Like [`Framer::shrink`], keeping at most `keep` bytes of each buffer (0 while idling:
+    /// the next read allocates again).
+    pub fn shrink_to(&mut self, keep: usize) {
         if self.pos >= self.input.len() && self.command.is_empty() {
             self.input.clear();
             self.pos = 0;
-            if self.input.capacity() > 16 * 1024 {
+            if self.input.capacity() > keep {
                 self.input = Vec::new();
             }
-            if self.command.capacity() > 16 * 1024 {
+            if self.command.capacity() > keep {
                 self.command = Vec::new();
             }
         }

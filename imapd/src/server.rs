@@ -204,13 +204,14 @@ impl Connection {
                     return Ok(());
                 }
             }
-            self.framer.shrink();
             let timeout = self.session.autologout();
-            // An idling client sends only DONE: a small buffer then keeps thousands of
-            // IDLE connections small; commands and literals get a larger one.
+            // An idling client sends only DONE: small buffers then keep thousands of IDLE
+            // connections small; commands and literals get larger ones.
             let size = if self.watch.is_some() {
+                self.framer.shrink_to(0);
                 IDLE_READ_BUFFER
             } else {
+                self.framer.shrink();
                 READ_BUFFER
             };
             if buf.len() != size {
