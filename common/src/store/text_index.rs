@@ -114,10 +114,12 @@ pub(super) async fn search(
     Ok(rows.into_iter().map(|r| (r - base) as Uid).collect())
 }
 
-/// Messages indexed per transaction by the background indexer, at most...
-const BATCH_MESSAGES: i64 = 256;
+/// Messages indexed per transaction by the background indexer, at most... (it holds the
+/// index's write lock meanwhile: with 256 per transaction, APPENDs to a 100,000-message
+/// mailbox being indexed waited so long that only 6 went through per second)
+const BATCH_MESSAGES: i64 = 32;
 /// ...and about this many bytes of them in memory.
-const BATCH_BYTES: u64 = 8 * 1024 * 1024;
+const BATCH_BYTES: u64 = 2 * 1024 * 1024;
 
 impl Core {
     /// UIDs (ascending) of the messages of `mailbox` not in the full-text index yet: none
