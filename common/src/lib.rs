@@ -23,6 +23,7 @@ pub mod net;
 pub mod panic_guard;
 pub mod password;
 pub mod sasl;
+pub mod search_text;
 pub mod store;
 pub mod tls;
 pub mod tls_reload;

@@ -16,7 +16,8 @@ use super::{
     Changes, Flags, MailboxStatus, MessageMeta, ModSeq, QuotaUsage, Result, SpecialUse, Uid,
 };
 
-/// Schema, created at open. `user_version` tells future code which layout it finds.
+/// The first layout, created at open; `migrate.rs` brings it to the current one
+/// (`user_version` says which layout a file has).
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY NOT NULL,
@@ -67,7 +68,6 @@ CREATE TABLE IF NOT EXISTS message_cache (
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscription (name TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;
-PRAGMA user_version = 1;
 "#;
 
 /// At most this many UIDs/modseqs/UIDVALIDITYs are handed out between two fsyncs of the
@@ -85,6 +85,7 @@ pub(super) async fn open(path: &Path) -> Result<(SqlitePool, Writer)> {
         .foreign_keys(false);
     let mut conn = SqliteConnection::connect_with(&opts).await?;
     sqlx::raw_sql(SCHEMA).execute(&mut conn).await?;
+    super::migrate::migrate(&mut conn).await?;
     super::objectid::migrate(&mut conn).await?;
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
@@ -740,15 +741,19 @@ pub(super) async fn changes_since(
     Ok(out)
 }
 
+/// STATUS from the counters the triggers of `migrate.rs` keep; only \Recent is counted
+/// (a range of the primary key, usually short).
 pub(super) async fn status(c: &mut SqliteConnection, m: &MailboxRow) -> Result<MailboxStatus> {
     let r = sqlx::query(
-        "SELECT COUNT(*), COALESCE(SUM((flags & 1) = 0), 0), COALESCE(SUM(size), 0), \
-         COALESCE(SUM(uid >= ?), 0) FROM message WHERE mailbox_id = ?",
+        "SELECT msg_count, unseen_count, total_size, \
+         (SELECT COUNT(*) FROM message WHERE mailbox_id = ?1 AND uid >= ?2) \
+         FROM mailbox WHERE id = ?1",
     )
-    .bind(i64::from(m.recent_from))
     .bind(m.id)
-    .fetch_one(c)
-    .await?;
+    .bind(i64::from(m.recent_from))
+    .fetch_optional(c)
+    .await?
+    .ok_or_else(|| super::StoreError::NoSuchMailbox(m.name.clone()))?;
     Ok(MailboxStatus {
         messages: r.try_get::<i64, _>(0)? as u32,
         unseen: r.try_get::<i64, _>(1)? as u32,
@@ -761,9 +766,11 @@ pub(super) async fn status(c: &mut SqliteConnection, m: &MailboxRow) -> Result<M
 }
 
 pub(super) async fn quota(c: &mut SqliteConnection) -> Result<QuotaUsage> {
-    let r = sqlx::query("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM message")
-        .fetch_one(c)
-        .await?;
+    let r = sqlx::query(
+        "SELECT COALESCE(SUM(msg_count), 0), COALESCE(SUM(total_size), 0) FROM mailbox",
+    )
+    .fetch_one(c)
+    .await?;
     Ok(QuotaUsage {
         messages: r.try_get::<i64, _>(0)? as u64,
         bytes: r.try_get::<i64, _>(1)? as u64,

@@ -6,7 +6,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sqlx::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::index::{self, Location, MailboxRow, MessageRow};
@@ -14,6 +13,7 @@ use super::lock::{self, MboxLock};
 use super::maildir::{self, rel_path};
 use super::mbox;
 use super::sync::record_own_change;
+use super::text_index::{self, IndexedText};
 use super::user::{Core, blocking, unix_now};
 use super::{
     Appended, Changes, CopyResult, Flag, Flags, MailboxFormat, MailboxStatus, MessageMeta, ModSeq,
@@ -34,6 +34,8 @@ pub(super) struct PendingAppend {
     date: i64,
     size: u64,
     data: PendingData,
+    /// For the full-text index, made while the message was at hand (Maildir from memory).
+    text: Option<IndexedText>,
     reply: oneshot::Sender<Result<Appended>>,
 }
 
@@ -301,6 +303,7 @@ impl Core {
         queue: &mpsc::UnboundedSender<PendingAppend>,
     ) -> Result<Appended> {
         let date = internal_date.unwrap_or_else(|| unix_now() as i64);
+        let mut text = None;
         let (size, data) = match (self.cfg.format, message) {
             (MailboxFormat::Maildir, Source::Bytes(message)) => {
                 let size = message.len() as u64;
@@ -308,16 +311,17 @@ impl Core {
                 let dir = self.mailbox_path(canonical);
                 let (b, bytes) = (base.clone(), message.to_vec());
                 let name = canonical.to_string();
-                let tmp =
-                    blocking(
-                        move || match maildir::write_tmp(&dir, &b, &bytes, internal_date) {
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                                Err(StoreError::NoSuchMailbox(name))
-                            }
-                            other => Ok(other?),
-                        },
-                    )
-                    .await?;
+                let (tmp, t) = blocking(move || {
+                    let tmp = match maildir::write_tmp(&dir, &b, &bytes, internal_date) {
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            return Err(StoreError::NoSuchMailbox(name));
+                        }
+                        other => other?,
+                    };
+                    Ok((tmp, IndexedText::of(&bytes)))
+                })
+                .await?;
+                text = Some(t);
                 (size, PendingData::Maildir { tmp, base })
             }
             (MailboxFormat::Maildir, Source::File { prefix, body }) => {
@@ -363,6 +367,7 @@ impl Core {
             date,
             size,
             data,
+            text,
             reply: tx,
         };
         if let Err(mpsc::error::SendError(p)) = queue.send(pending) {
@@ -433,6 +438,7 @@ impl Core {
                 // The renames become durable while the index is updated.
                 syncs.push(spawn_dir_sync(dirs));
                 let mut new_rows = Vec::with_capacity(group.len());
+                let mut texts = Vec::with_capacity(group.len());
                 for (p, res) in group.into_iter().zip(results) {
                     let PendingData::Maildir { tmp, base } = p.data else {
                         continue;
@@ -446,6 +452,9 @@ impl Core {
                     placed.push(dir.join(rel_path(&base, in_cur, p.flags, &p.keywords)));
                     let uid = mb.next_uid(&mut tx);
                     let modseq = mb.next_modseq(&mut tx);
+                    if let Some(t) = p.text {
+                        texts.push((uid, t));
+                    }
                     let row = MessageRow {
                         meta: MessageMeta {
                             uid,
@@ -468,6 +477,9 @@ impl Core {
                     ));
                 }
                 index::insert_messages(&mut tx, mb.id, &new_rows).await?;
+                for (uid, t) in texts.drain(..) {
+                    text_index::insert(&mut tx, mb.id, uid, &t).await?;
+                }
                 record_own_change(&mut mb, before, after, self.fine_mtimes);
                 rows.push(mb);
             }
@@ -602,16 +614,7 @@ impl Core {
 
     pub(super) async fn select(self: &Arc<Self>, name: &str, read_only: bool) -> Result<Snapshot> {
         let row = self.open_mailbox(name).await?;
-        let (mb, mut messages) = {
-            let mut conn = self.pool.acquire().await?;
-            let mut rtx = conn.begin().await?;
-            let mb = index::mailbox_by_name(&mut rtx, &row.name)
-                .await?
-                .ok_or_else(|| StoreError::NoSuchMailbox(row.name.clone()))?;
-            let msgs = index::snapshot_messages(&mut rtx, mb.id).await?;
-            rtx.commit().await?;
-            (mb, msgs)
-        };
+        let (mb, mut messages) = self.current_messages(&row.name).await?;
         let (lo, hi) = if read_only {
             (mb.recent_from, mb.uidnext)
         } else if mb.recent_from < mb.uidnext {

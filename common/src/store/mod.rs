@@ -19,13 +19,18 @@ mod mbox;
 mod mbox_fingerprint;
 mod mbox_stream;
 mod messages;
+mod migrate;
 mod name;
 mod objectid;
+mod snapshot_cache;
 mod sync;
+mod text_index;
 mod types;
 mod user;
 mod watch;
 
+#[cfg(test)]
+mod counter_tests;
 #[cfg(test)]
 mod tests;
 
@@ -37,6 +42,7 @@ use std::time::Duration;
 pub use error::{Result, StoreError};
 pub use name::{decode_mutf7, encode_mutf7, validate_mailbox_name};
 pub use objectid::MessageObject;
+pub use text_index::TextField;
 pub use types::{
     Appended, Change, Changes, CopyResult, Flag, Flags, MailboxFormat, MailboxInfo, MailboxStatus,
     MessageMeta, ModSeq, QuotaUsage, Snapshot, SpecialUse, StoreMode, StoreResult, Uid,
@@ -401,6 +407,36 @@ impl UserStore {
             .core()
             .changes_since(mailbox, modseq, true)
             .await
+    }
+
+    /// UIDs (ascending) of the messages of `mailbox` that the full-text index does not
+    /// cover yet (messages filed before it existed, or by other tools); usually none, and
+    /// then found without looking at messages.
+    pub async fn text_unindexed(&self, mailbox: &str) -> Result<Vec<Uid>> {
+        self.shared.core().text_unindexed(mailbox).await
+    }
+
+    /// UIDs (ascending) of the indexed messages of `mailbox` whose `field` contains `needle`
+    /// (lower case; only for needles where [`crate::search_text::usable_needle`] holds):
+    /// exactly those for which IMAP SEARCH's substring match on
+    /// [`crate::search_text::IndexedText`] holds.
+    pub async fn text_search(
+        &self,
+        mailbox: &str,
+        field: TextField,
+        needle: &str,
+    ) -> Result<Vec<Uid>> {
+        self.shared.core().text_search(mailbox, field, needle).await
+    }
+
+    /// Adds messages to the full-text index (a reader that had them at hand); messages
+    /// already indexed or expunged are skipped.
+    pub async fn add_text(
+        &self,
+        mailbox: &str,
+        texts: &[(Uid, crate::search_text::IndexedText)],
+    ) -> Result<()> {
+        self.shared.core().add_text(mailbox, texts).await
     }
 
     /// Bytes and messages of the user over all mailboxes (from the index).

@@ -94,6 +94,10 @@ pub(super) struct Core {
     pub(super) fine_mtimes: bool,
     /// When each mailbox's disk was last compared with the index (`open_mailbox`).
     pub(super) disk_checked: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// The messages of big mailboxes as last read (SELECT reads only what changed since).
+    pub(super) snapshots: super::snapshot_cache::SnapshotCache,
+    /// Mailboxes whose messages a background task is adding to the full-text index.
+    pub(super) text_indexing: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn expand_template(t: &str, localpart: &str, domain: &str) -> String {
@@ -162,6 +166,8 @@ impl UserShared {
             notifier,
             fine_mtimes,
             disk_checked: Default::default(),
+            snapshots: Default::default(),
+            text_indexing: Default::default(),
         });
         core.init_mailboxes().await?;
         let (tx, rx) = mpsc::unbounded_channel();

@@ -13,6 +13,7 @@ use imap_codec::imap_types::fetch::{
 };
 use imap_codec::imap_types::sequence::SequenceSet;
 
+use super::fetch_read::BatchedReads;
 use crate::date;
 use crate::mime::parsed::Parsed;
 use crate::mime::{self, Entity, envelope, header, section, structure};
@@ -295,6 +296,16 @@ impl Session {
             .iter()
             .any(|i| matches!(i, MessageDataItemName::ModSeq));
         let mut expunged = false;
+        let mut reads = BatchedReads::new(if ranged.is_some() {
+            Vec::new()
+        } else {
+            selected_idx
+                .iter()
+                .map(|&i| &sel.msgs[i])
+                .filter(|m| body_needed || (want_parsed && !cached.contains_key(&m.uid)))
+                .map(|m| (m.uid, m.size))
+                .collect()
+        });
         for i in selected_idx {
             let Some(sel) = self.selected.as_ref() else {
                 break;
@@ -306,7 +317,7 @@ impl Session {
             let raw = if body_needed || (want_parsed && parsed.is_none()) {
                 let read = match &ranged {
                     Some(r) => user.read_range(&name, m.uid, r.clone()).await,
-                    None => user.read(&name, m.uid).await,
+                    None => reads.read(&user, &name, m.uid).await,
                 };
                 match read {
                     Ok(r) => Some(r),

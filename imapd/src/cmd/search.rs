@@ -6,6 +6,7 @@ use imap_codec::imap_types::core::{Charset, Vec1};
 use imap_codec::imap_types::search::SearchKey;
 
 use super::search_eval::{self, Content, View};
+use super::search_index::IndexAnswers;
 use crate::extended::SearchReturn;
 use crate::output::Out;
 use crate::search_context::Kept;
@@ -107,11 +108,29 @@ impl Session {
             count: sel.msgs.len() as u32,
             max_uid: sel.max_uid(),
         };
-        // Metadata first; only messages it leaves undecided are read, in batches.
+        // Metadata and the full-text index first; only messages they leave undecided are
+        // read, in batches. Without the index (an error there) every message is looked at.
+        let index = IndexAnswers::prepare(&user, sel, &key)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "full-text index not used");
+                None
+            });
         let mut hits = vec![false; sel.msgs.len()];
         let mut undecided = Vec::new();
-        for (i, m) in sel.msgs.iter().enumerate() {
-            match search_eval::eval(&key, (i + 1) as u32, m, view, None) {
+        let candidates = index.as_ref().and_then(|x| x.candidates(&key, sel));
+        let all = 0..sel.msgs.len();
+        let look_at: Box<dyn Iterator<Item = usize>> = match &candidates {
+            Some(c) => Box::new(c.iter().copied()),
+            None => Box::new(all),
+        };
+        for i in look_at {
+            let (seq, m) = ((i + 1) as u32, &sel.msgs[i]);
+            let decided = match &index {
+                Some(x) => x.eval(&key, seq, m, view),
+                None => search_eval::eval(&key, seq, m, view, None),
+            };
+            match decided {
                 Some(hit) => hits[i] = hit,
                 None => undecided.push(i),
             }

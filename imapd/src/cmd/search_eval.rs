@@ -4,10 +4,11 @@
 //! and only then is the message read and parsed. Text keys match case-insensitively on
 //! decoded text: RFC 2047 words in headers, transfer encodings and charsets in bodies.
 
+use hermod_common::search_text;
 use hermod_common::store::{Flag, MessageMeta};
 use imap_codec::imap_types::core::AString;
 use imap_codec::imap_types::search::SearchKey;
-use mail_parser::{HeaderName, MessageParser, PartType};
+use mail_parser::MessageParser;
 
 use crate::date;
 use crate::mime::header;
@@ -44,43 +45,14 @@ impl<'a> Content<'a> {
     /// Top-level header fields: lower-case name, lower-case decoded value.
     fn headers(&mut self) -> &[(String, String)] {
         let raw = self.raw;
-        self.headers.get_or_insert_with(|| {
-            let block = &raw[..header::body_start(raw)];
-            // A non-empty header map turns off the built-in parsers, so every field is
-            // read as unstructured text with its RFC 2047 words decoded.
-            let parser = MessageParser::new()
-                .header_text(HeaderName::Subject)
-                .default_header_text();
-            let parsed = parser.parse_headers(block);
-            let mut out = Vec::new();
-            if let Some(part) = parsed.as_ref().and_then(|m| m.parts.first()) {
-                for h in &part.headers {
-                    let value = match h.value.as_text() {
-                        Some(t) => t.to_string(),
-                        None => String::from_utf8_lossy(&header::unfold(
-                            block
-                                .get(h.offset_start as usize..h.offset_end as usize)
-                                .unwrap_or_default(),
-                        ))
-                        .into_owned(),
-                    };
-                    out.push((h.name.as_str().to_lowercase(), value.to_lowercase()));
-                }
-            }
-            out
-        })
+        self.headers
+            .get_or_insert_with(|| search_text::header_values(raw))
     }
 
     /// The decoded text of every text part, lower case.
     fn body(&mut self) -> &str {
         let raw = self.raw;
-        self.body.get_or_insert_with(|| {
-            let mut text = String::new();
-            if let Some(msg) = MessageParser::default().parse(raw) {
-                collect_text(&msg, &mut text, 0);
-            }
-            text.to_lowercase()
-        })
+        self.body.get_or_insert_with(|| search_text::body_text(raw))
     }
 
     /// The day of the Date header (as written, its own time zone).
@@ -108,37 +80,7 @@ impl<'a> Content<'a> {
         }
         let raw = self.raw;
         self.addresses
-            .get_or_insert_with(|| {
-                let block = &raw[..header::body_start(raw)];
-                let mut out = Vec::new();
-                let Some(parsed) = MessageParser::default().parse_headers(block) else {
-                    return out;
-                };
-                let Some(part) = parsed.parts.first() else {
-                    return out;
-                };
-                for h in &part.headers {
-                    let mail_parser::HeaderValue::Address(a) = &h.value else {
-                        continue;
-                    };
-                    let field = h.name.as_str().to_lowercase();
-                    let addrs: Vec<&mail_parser::Addr<'_>> = match a {
-                        mail_parser::Address::List(l) => l.iter().collect(),
-                        mail_parser::Address::Group(g) => {
-                            g.iter().flat_map(|g| g.addresses.iter()).collect()
-                        }
-                    };
-                    for a in addrs {
-                        let text = format!(
-                            "{} <{}>",
-                            a.name.as_deref().unwrap_or_default(),
-                            a.address.as_deref().unwrap_or_default()
-                        );
-                        out.push((field.clone(), text.to_lowercase()));
-                    }
-                }
-                out
-            })
+            .get_or_insert_with(|| search_text::address_values(raw))
             .iter()
             .any(|(n, v)| n == name && v.contains(needle))
     }
@@ -151,24 +93,8 @@ impl<'a> Content<'a> {
     }
 }
 
-fn collect_text(msg: &mail_parser::Message<'_>, out: &mut String, depth: usize) {
-    for part in &msg.parts {
-        match &part.body {
-            PartType::Text(t) => {
-                out.push_str(t);
-                out.push('\n');
-            }
-            PartType::Html(h) => {
-                out.push_str(&mail_parser::decoders::html::html_to_text(h));
-                out.push('\n');
-            }
-            PartType::Message(inner) if depth < 8 => collect_text(inner, out, depth + 1),
-            _ => {}
-        }
-    }
-}
-
-fn text(s: &AString<'_>) -> String {
+/// A search string as the evaluator compares it: lower case.
+pub(crate) fn text(s: &AString<'_>) -> String {
     let bytes: &[u8] = match s {
         AString::Atom(a) => a.inner().as_bytes(),
         AString::String(s) => s.as_ref(),

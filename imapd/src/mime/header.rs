@@ -4,29 +4,8 @@
 //! and Thunderbird asks for it on every new message; scanning the header block directly is
 //! exact and avoids a full MIME parse.
 
-/// The offset where the body starts: just past the empty line that ends the header block.
-/// A message without an empty line is all header.
-pub fn body_start(raw: &[u8]) -> usize {
-    if raw.starts_with(b"\r\n") {
-        return 2;
-    }
-    if raw.starts_with(b"\n") {
-        return 1;
-    }
-    let mut i = 0;
-    while let Some(p) = raw[i..].iter().position(|&b| b == b'\n') {
-        let nl = i + p;
-        let next = nl + 1;
-        if raw[next..].starts_with(b"\r\n") {
-            return next + 2;
-        }
-        if raw[next..].starts_with(b"\n") {
-            return next + 1;
-        }
-        i = next;
-    }
-    raw.len()
-}
+// Shared with the store's full-text index, which must split messages the same way.
+pub use hermod_common::search_text::{body_start, unfold};
 
 /// One header field as it appears in the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,24 +76,6 @@ pub fn first_value(header: &[u8], name: &str) -> Option<Vec<u8>> {
     fields(header)
         .find(|f| f.name.eq_ignore_ascii_case(name.as_bytes()))
         .map(|f| unfold(f.value))
-}
-
-/// Removes the line breaks of folded lines and trims surrounding white space.
-pub fn unfold(value: &[u8]) -> Vec<u8> {
-    let v: Vec<u8> = value
-        .iter()
-        .copied()
-        .filter(|&b| b != b'\r' && b != b'\n')
-        .collect();
-    let start = v
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |p| p + 1);
-    v[start..end.max(start)].to_vec()
 }
 
 /// BODY[HEADER.FIELDS (names)] or, with `not`, BODY[HEADER.FIELDS.NOT (names)]: the chosen

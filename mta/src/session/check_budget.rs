@@ -49,7 +49,10 @@ mod tests {
         let first = reserve(big).await.expect("the budget is free");
         let waiting = tokio::spawn(async move { reserve(big).await.is_some() });
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!waiting.is_finished(), "ran while the first held the budget");
+        assert!(
+            !waiting.is_finished(),
+            "ran while the first held the budget"
+        );
         drop(first);
         assert!(waiting.await.unwrap());
     }
