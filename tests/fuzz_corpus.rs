@@ -15,6 +15,7 @@ const TARGETS: &[(&str, Target)] = &[
         "managesieve_session",
         hermod_mda::fuzzing::managesieve_session,
     ),
+    ("sieve", hermod_mda::fuzzing::sieve),
     ("imap_session", hermod_imapd::fuzzing::session),
     ("imap_search", hermod_imapd::fuzzing::search),
     ("imap_framer", hermod_imapd::fuzzing::framer),
@@ -151,6 +152,11 @@ fn replay_store_mbox() {
 #[test]
 fn replay_store_maildir() {
     assert!(replay("store_maildir") > 0);
+}
+
+#[test]
+fn replay_sieve() {
+    assert!(replay("sieve") > 0);
 }
 
 #[test]

@@ -140,3 +140,56 @@ pub fn managesieve_session(data: &[u8]) {
         }
     });
 }
+
+/// Sieve: the script compiler on arbitrary text, and every script that compiles run on a
+/// message (the input's bytes after the first NUL, else a fixed one), with a host that has
+/// INBOX and Junk, includes nothing and never saw a duplicate.
+pub fn sieve(data: &[u8]) {
+    use crate::sieve::{NamedScript, SieveEnvelope, SieveHost, SieveMessage, compile, execute};
+
+    struct Host;
+    impl SieveHost for Host {
+        fn include(&mut self, name: &str, _global: bool) -> Result<crate::sieve::Script, String> {
+            Err(format!("no script {name}"))
+        }
+        fn mailbox_exists(&self, name: &str) -> bool {
+            name == "INBOX" || name == "Junk"
+        }
+        fn duplicate(&mut self, _id: &str, _period: u64, _last: bool) -> bool {
+            false
+        }
+        fn now(&self) -> i64 {
+            1_764_720_000
+        }
+    }
+
+    let (script, message) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (
+            data,
+            &b"From: a@example.org\r\nTo: b@example.net\r\nSubject: Hi =?utf-8?q?there?=\r\nX-Spam-Score: 7.5\r\n\r\nbody text\r\n"[..],
+        ),
+    };
+    let Ok(source) = std::str::from_utf8(script) else {
+        return;
+    };
+    let Ok(compiled) = compile(source) else {
+        return;
+    };
+    let scripts = [NamedScript {
+        name: "fuzz".into(),
+        script: compiled,
+    }];
+    let envelope = SieveEnvelope {
+        from: "a+tag@example.org".into(),
+        to: "b@example.net".into(),
+        orig_to: "b+x@example.net".into(),
+        auth_user: None,
+    };
+    let _ = execute(
+        &scripts,
+        &SieveMessage::new(message, message.len() as u64),
+        &envelope,
+        &mut Host,
+    );
+}
