@@ -133,7 +133,7 @@ impl BigMessage {
 /// the 2 GB it would take to hold them. Every message is checked byte for byte.
 #[test]
 fn fifty_big_messages_on_port_25_keep_memory_small() {
-    big_messages_keep_memory_small::<50>("message_size_limit = 67108864");
+    big_messages_keep_memory_small::<50>("message_size_limit = 67108864", "");
 }
 
 /// The same with mail authentication checking every message (loopback is not in
@@ -141,11 +141,17 @@ fn fifty_big_messages_on_port_25_keep_memory_small() {
 /// share of a fixed budget instead of reading 20 messages back at once.
 #[test]
 fn big_messages_checked_by_mail_authentication_keep_memory_small() {
-    big_messages_keep_memory_small::<20>("message_size_limit = 67108864\nmynetworks = []");
+    big_messages_keep_memory_small::<20>(
+        "message_size_limit = 67108864\nmynetworks = []",
+        "[auth]\nverify = true\n",
+    );
 }
 
-fn big_messages_keep_memory_small<const CONNECTIONS: usize>(config: &str) {
-    let s = Setup::new(config, "[limits]\nmax_connections_per_ip = 100");
+fn big_messages_keep_memory_small<const CONNECTIONS: usize>(config: &str, sections: &str) {
+    let s = Setup::new(
+        config,
+        &format!("{sections}[limits]\nmax_connections_per_ip = 100"),
+    );
     s.add_user("alice@localhost", "wonderland");
     let server = s.start("serve", s.ports.smtp);
     let pid = server.child.id();
