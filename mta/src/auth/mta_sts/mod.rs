@@ -157,25 +157,7 @@ impl MtaSts {
 
     /// The id of the domain's STSv1 record; None if it has none or DNS fails.
     async fn record_id(&self, domain: &str) -> Option<String> {
-        let lookup = self
-            .fetcher
-            .resolver
-            .txt_lookup(format!("_mta-sts.{domain}."))
-            .await
-            .ok()?;
-        let texts: Vec<String> = lookup
-            .answers()
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::TXT(txt) => Some(
-                    txt.txt_data
-                        .iter()
-                        .map(|s| String::from_utf8_lossy(s))
-                        .collect::<String>(),
-                ),
-                _ => None,
-            })
-            .collect();
+        let texts = txt_records(&self.fetcher.resolver, &format!("_mta-sts.{domain}")).await?;
         policy::policy_id(texts.iter().map(String::as_str))
     }
 
@@ -211,6 +193,30 @@ impl MtaSts {
         }
         self.remember(domain, entry);
     }
+}
+
+/// The TXT records at `name`, each record's strings joined; None when DNS fails or the name
+/// has none (the TLS-RPT and DMARC-report lookups use it too).
+pub async fn txt_records(
+    resolver: &hickory_resolver::TokioResolver,
+    name: &str,
+) -> Option<Vec<String>> {
+    let lookup = resolver.txt_lookup(format!("{name}.")).await.ok()?;
+    Some(
+        lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::TXT(txt) => Some(
+                    txt.txt_data
+                        .iter()
+                        .map(|s| String::from_utf8_lossy(s))
+                        .collect::<String>(),
+                ),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// `<id>\n<expires>\n<policy file>`.

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use hermod_common::{Config, Context};
 use hickory_resolver::TokioResolver;
-use hickory_resolver::proto::rr::RData;
 use mail_auth::report::Record;
 use mail_auth::report::tlsrpt::{FailureDetails, PolicyDetails};
 use tokio_util::sync::CancellationToken;
@@ -319,22 +318,9 @@ impl Reports {
 
     /// The strings of the TXT records at `name`.
     async fn txt(&self, name: &str) -> Vec<String> {
-        match self.resolver.txt_lookup(format!("{name}.")).await {
-            Ok(lookup) => lookup
-                .answers()
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::TXT(txt) => Some(
-                        txt.txt_data
-                            .iter()
-                            .map(|s| String::from_utf8_lossy(s))
-                            .collect::<String>(),
-                    ),
-                    _ => None,
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+        crate::auth::mta_sts::txt_records(&self.resolver, name)
+            .await
+            .unwrap_or_default()
     }
 
     /// The mailto: destinations of the domain's `_smtp._tls` record (RFC 8460 3).
