@@ -535,7 +535,10 @@ pub(crate) fn decode_encoded_characters(s: &str) -> Result<String, String> {
                 "hex" => {
                     let mut bytes = Vec::new();
                     for w in words {
-                        if w.len() % 2 == 1 && w.len() > 1 {
+                        // Hex digits only: the slicing below is by bytes.
+                        if (w.len() % 2 == 1 && w.len() > 1)
+                            || !w.bytes().all(|b| b.is_ascii_hexdigit())
+                        {
                             return None;
                         }
                         let mut i = 0;
